@@ -1,0 +1,42 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import errors, routes_health, routes_studies
+from service.context import Context
+from service.reaper import ReaperThread
+
+log = logging.getLogger("stsweep.api")
+
+
+def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
+    """The API over one context. The reaper runs beside it unless `run_reaper` is False (tests drive it)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = ReaperThread(ctx, ctx.settings.reaper_seconds) if run_reaper else None
+        if reaper:
+            reaper.start()
+        try:
+            yield
+        finally:
+            if reaper:
+                reaper.stop()
+
+    app = FastAPI(
+        title="stsweep",
+        version="0.1.0",
+        summary="Hyperparameter sweeps for fine-tuning Sentence Transformers.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(routes_health.router)
+    app.include_router(routes_studies.router)
+    return app

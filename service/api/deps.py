@@ -1,0 +1,38 @@
+"""FastAPI dependencies: the context, the session factory, and the bearer-token check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.auth import verify_token
+from service.context import Context
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `stsweep token create`.")
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def get_sessions(ctx: ContextDep) -> sessionmaker[Session]:
+    return ctx.sessions
+
+
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+
+
+def require_token(
+    ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    return verify_token(ctx.sessions, credentials.credentials if credentials else None)
+
+
+TokenDep = Annotated[str, Depends(require_token)]

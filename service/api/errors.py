@@ -1,0 +1,109 @@
+"""One JSON error shape for every 4xx/5xx, and the one place domain errors become HTTP statuses.
+
+    {"error": {"code": "invalid_input", "message": "...", "field": "search_space.learning_rate.low",
+               "details": [{"field": ..., "message": ...}, ...]}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.spec import field_errors
+
+log = logging.getLogger("stsweep.api")
+
+STATUS: dict[type[errors.StsweepError], tuple[int, str]] = {
+    errors.NotFound: (404, "not_found"),
+    errors.Conflict: (409, "conflict"),
+    errors.InvalidInput: (422, "invalid_input"),
+    errors.PayloadTooLarge: (413, "payload_too_large"),
+    errors.Unauthorized: (401, "unauthorized"),
+    errors.DatabaseUnavailable: (503, "database_unavailable"),
+    errors.StorageError: (503, "storage_unavailable"),
+    errors.UnsafeArchive: (422, "unsafe_archive"),
+    errors.LeaseLost: (409, "lease_lost"),
+}
+
+
+def error_body(code: str, message: str, field: str | None = None,
+               details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def _response(status: int, body: dict[str, Any]) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_response(details: list[dict[str, str]]) -> JSONResponse:
+    first = details[0] if details else {"field": "body", "message": "invalid"}
+    message = f"{first['field']}: {first['message']}"
+    return _response(422, error_body("invalid_input", message, first["field"], details))
+
+
+def _strip_location(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # FastAPI prefixes "body" / "query" / "path"; a study body is the StudySpec itself.
+    return loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+
+
+class _Wrapped:
+    def __init__(self, errs: list[dict[str, Any]]) -> None:
+        self._errs = errs
+
+    def errors(self) -> list[dict[str, Any]]:
+        return self._errs
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.StsweepError)
+    async def _domain(_: Request, exc: errors.StsweepError) -> JSONResponse:
+        status, code = next((v for k, v in STATUS.items() if isinstance(exc, k)), (400, "bad_request"))
+        if status >= 500:
+            log.warning("%s: %s", code, exc.message, exc_info=exc.__cause__)
+        return _response(status, error_body(code, exc.message, exc.field))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [{**e, "loc": _strip_location(tuple(e.get("loc", ())))} for e in exc.errors()]
+        return _validation_response(field_errors(_Wrapped(errs)))
+
+    @app.exception_handler(ValidationError)
+    async def _model_validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return _validation_response(field_errors(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large",
+                 416: "range_not_satisfiable"}
+        return _response(exc.status_code, error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return _response(503, error_body("database_unavailable", "the database is unreachable"))
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return _response(503, error_body("database_unavailable", "the database connection was lost"))
+        log.exception("database error", exc_info=exc)
+        return _response(500, error_body("internal", "internal error"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _response(500, error_body("internal", "internal error"))

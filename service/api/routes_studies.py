@@ -1,0 +1,119 @@
+"""/v1/studies: submit, list, read, pause / resume / stop, delete; and a study's trials."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from service import optuna_glue, studies
+from service.api.deps import ContextDep, SessionsDep, TokenDep
+from service.data_refs import check_refs
+from service.errors import NotFound
+from service.schemas import Page, StudyPublic, TrialPublic
+from service.spec import StudySpec
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+_STUDY_ID = re.compile(r"^st_[0-9a-f]{16}$")
+TrialState = Literal["queued", "running", "complete", "pruned", "failed"]
+StudyStatus = Literal["queued", "running", "paused", "stopped", "completed", "failed"]
+
+
+def study_id_param(study_id: str) -> str:
+    """Ids are opaque; anything not shaped like one (`..`, encoded paths, ...) is simply not found."""
+    if not _STUDY_ID.fullmatch(study_id):
+        raise NotFound(f"study {study_id!r} not found", field="study_id")
+    return study_id
+
+
+StudyId = Annotated[str, Depends(study_id_param)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyPublic)
+def create_study(
+    spec: StudySpec,
+    ctx: ContextDep,
+    _token: TokenDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> StudyPublic:
+    """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study."""
+    if idempotency_key is not None:
+        existing = studies.find_idempotent(ctx.sessions, idempotency_key, studies.request_hash(spec))
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            return studies.get_study(ctx.sessions, existing)
+    dataset_ids = check_refs(ctx.sessions, ctx.settings.data_root, spec)
+    study_id = studies.new_study_id()
+    optuna_name = f"stsweep-{study_id}"
+    optuna_glue.create_study(ctx.optuna_storage, optuna_name, spec)
+    try:
+        created = studies.insert_study(ctx.sessions, study_id, optuna_name, spec, idempotency_key, dataset_ids)
+    except BaseException:
+        optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
+        raise
+    if not created.created:
+        optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/studies/{created.study_id}"
+    return studies.get_study(ctx.sessions, created.study_id)
+
+
+@router.get("", response_model=Page[StudyPublic])
+def list_studies(
+    sessions: SessionsDep, _token: TokenDep, offset: Offset = 0, limit: Limit = 50,
+    status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
+) -> Page[StudyPublic]:
+    """Studies, newest first, paged."""
+    return studies.list_studies(sessions, offset, limit, status_)
+
+
+@router.get("/{study_id}", response_model=StudyPublic)
+def read_study(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> StudyPublic:
+    """Status, counts per trial state, best trial, baseline, progress and the study definition."""
+    return studies.get_study(sessions, study_id)
+
+
+@router.get("/{study_id}/trials", response_model=Page[TrialPublic])
+def list_trials(
+    study_id: StudyId, sessions: SessionsDep, _token: TokenDep, offset: Offset = 0, limit: Limit = 100,
+    state: TrialState | None = None,
+    sort: studies.SortKey = "number", order: Literal["asc", "desc"] = "asc",
+) -> Page[TrialPublic]:
+    """A page of trials, each with its intermediate values as (examples_seen, value) points."""
+    return studies.list_trials(sessions, study_id, offset, limit, state, sort, order == "desc")
+
+
+@router.get("/{study_id}/trials/{number}", response_model=TrialPublic)
+def read_trial(study_id: StudyId, number: int, sessions: SessionsDep, _token: TokenDep) -> TrialPublic:
+    return studies.get_trial(sessions, study_id, number)
+
+
+def _action(action: studies.Action):  # type: ignore[no-untyped-def]
+    def change(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> StudyPublic:
+        studies.change_status(sessions, study_id, action)
+        return studies.get_study(sessions, study_id)
+
+    change.__name__ = f"{action}_study"
+    change.__doc__ = studies.change_status.__doc__
+    return change
+
+
+for _verb in ("pause", "resume", "stop"):
+    router.add_api_route(f"/{{study_id}}/{_verb}", _action(_verb), methods=["POST"], response_model=StudyPublic,
+                         name=f"{_verb}_study")
+
+
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_study(study_id: StudyId, ctx: ContextDep, _token: TokenDep) -> Response:
+    """Delete the study, its trials, its Optuna study and its checkpoints."""
+    optuna_name = studies.delete_study(ctx.sessions, study_id)
+    optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
+    from service.retention import delete_study_artifacts
+
+    delete_study_artifacts(ctx, study_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

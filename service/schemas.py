@@ -1,0 +1,106 @@
+"""Public shapes of what the API returns (shared by the API, the Python client and the CLI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+class IntermediatePoint(BaseModel):
+    examples_seen: int
+    value: float
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str
+    params: dict[str, Any] | None
+    value: float | None
+    metrics: dict[str, Any] | None = None
+    attempts: int
+    failure_reason: str | None
+    below_baseline: bool | None = None
+    examples_seen: int = 0
+    planned_examples: int | None = None
+    last_eval: float | None = None
+    eta_seconds: float | None = None
+    worker_id: int | None = None
+    has_checkpoint: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    intermediate: list[IntermediatePoint] = Field(default_factory=list)
+
+
+class BestTrial(BaseModel):
+    trial_number: int
+    value: float
+    params: dict[str, Any] | None
+
+
+class Baseline(BaseModel):
+    value: float | None
+    subset_value: float | None
+
+
+class TestScore(BaseModel):
+    metric: str
+    value: float
+
+
+class RunningTrial(BaseModel):
+    number: int
+    examples_seen: int
+    planned_examples: int | None
+    eta_seconds: float | None
+
+
+class Progress(BaseModel):
+    trials_finished: int
+    n_trials: int
+    fraction: float
+    running: list[RunningTrial]
+    elapsed_seconds: float | None
+    eta_seconds: float | None
+
+
+class StudyPublic(BaseModel):
+    id: str
+    name: str
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int]
+    best: BestTrial | None
+    baseline: Baseline | None
+    test: TestScore | None
+    progress: Progress
+    objective: dict[str, Any]
+    checkpoint_bytes: int
+    spec: dict[str, Any] | None = None
+
+
+class WorkerPublic(BaseModel):
+    id: int
+    host: str
+    pid: int
+    device: str
+    status: str
+    current_trial: dict[str, Any] | None
+    last_heartbeat_at: datetime
+    heartbeat_age_seconds: float
+    trials_done: int
+    started_at: datetime

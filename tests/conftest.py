@@ -1,0 +1,93 @@
+"""Shared fixtures: real PostgreSQL (fresh databases every run), a context, an API client and a token."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import migrate, optuna_glue
+from service.api.app import create_app
+from service.auth import create_token
+from service.context import Context
+from service.settings import Settings
+from tests import pg
+
+ROOT = Path(__file__).resolve().parents[1]
+STSB = ROOT.parent / "shared" / "data" / "stsbenchmark"
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    """One database per test run with every migration applied and Optuna's schema created; tests clone it."""
+    name = pg.unique_name("stsweep_tmpl")
+    url = pg.create_database(name)
+    try:
+        migrate.upgrade(url)
+        optuna_glue.storage(url, "optuna").engine.dispose()
+        optuna_glue.storage.cache_clear()
+        yield name
+    finally:
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def database_url(template_db: str) -> Iterator[str]:
+    name = pg.unique_name("stsweep_t")
+    url = pg.create_database(name, template=template_db)
+    try:
+        yield url
+    finally:
+        optuna_glue.storage.cache_clear()
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, data_root: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        home=tmp_path / "home",
+        artifact_root=str(tmp_path / "artifacts"),
+        data_root=data_root,
+        lease_seconds=30,
+        heartbeat_seconds=1,
+        poll_seconds=0.2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Context]:
+    context = Context(settings, settings.database_url or "")
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def token(ctx: Context) -> str:
+    return create_token(ctx.sessions, "tests")
+
+
+@pytest.fixture
+def client(ctx: Context, token: str) -> Iterator[TestClient]:
+    app = create_app(ctx, run_reaper=False)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        yield c
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,1 @@
+"""stsweep data plane: claim a trial, train it, report, checkpoint. Never imports FastAPI."""
