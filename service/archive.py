@@ -159,6 +159,7 @@ def safe_extract(
             _extract_all(tar, tmp)
         if before_publish is not None:
             before_publish()
+        os.chmod(tmp, 0o755)  # mkdtemp made it 0700
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.rename(tmp, dest)

@@ -24,6 +24,10 @@ class InvalidInput(StsweepError):
     """The request is well-formed JSON but a value is wrong."""
 
 
+class RangeNotSatisfiable(InvalidInput):
+    """An HTTP Range that does not overlap the object (HTTP 416)."""
+
+
 class PayloadTooLarge(StsweepError):
     """An upload exceeded the configured size limit."""
 

@@ -24,6 +24,7 @@ log = logging.getLogger("stsweep.api")
 STATUS: dict[type[errors.StsweepError], tuple[int, str]] = {
     errors.NotFound: (404, "not_found"),
     errors.Conflict: (409, "conflict"),
+    errors.RangeNotSatisfiable: (416, "range_not_satisfiable"),  # before InvalidInput, its base
     errors.InvalidInput: (422, "invalid_input"),
     errors.PayloadTooLarge: (413, "payload_too_large"),
     errors.Unauthorized: (401, "unauthorized"),
@@ -74,6 +75,10 @@ def install(app: FastAPI) -> None:
         status, code = next((v for k, v in STATUS.items() if isinstance(exc, k)), (400, "bad_request"))
         if status >= 500:
             log.warning("%s: %s", code, exc.message, exc_info=exc.__cause__)
+        if isinstance(exc, errors.InvalidInput) and exc.field:
+            # Same form as a schema error: "field: what is wrong", with the field named in full.
+            detail = {"field": exc.field, "message": exc.message}
+            return _response(status, error_body(code, f"{exc.field}: {exc.message}", exc.field, [detail]))
         return _response(status, error_body(code, exc.message, exc.field))
 
     @app.exception_handler(RequestValidationError)

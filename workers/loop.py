@@ -1,0 +1,226 @@
+"""The worker loop: claim a trial, sample its parameters from Optuna, train, report, finish, next."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import text
+
+from service import optuna_glue, queue, retention, studies
+from service.context import Context
+from service.db import session_scope
+from service.errors import LeaseLost, StsweepError
+from service.spec import StudySpec
+from workers.contract import TrialOutcome, TrialRun
+from workers.devices import free_memory, is_out_of_memory
+from workers.heartbeat import Heartbeat
+from workers.hooks import LoopHooks
+from workers.prepared import PreparedStudy, prepare
+from workers.reaping import reap_quietly
+from workers.resolve import make_resolver
+from workers.signals import ShutdownSignals
+from workers.training import train_trial
+
+log = logging.getLogger("stsweep.worker")
+
+
+@dataclass
+class StudyState:
+    """What the worker keeps for the study it last worked on (warm start)."""
+
+    study_id: str
+    spec: StudySpec
+    optuna_study: optuna.Study
+    prepared: PreparedStudy
+
+
+class Worker:
+    def __init__(self, ctx: Context, device: str, signals: ShutdownSignals, scratch: Path | None = None) -> None:
+        self.ctx = ctx
+        self.device = device
+        self.signals = signals
+        self.scratch = scratch or Path(tempfile.mkdtemp(prefix="stsweep-worker-"))
+        self.worker_id = queue.register_worker(ctx.sessions, socket.gethostname(), os.getpid(), device)
+        self.heartbeat = Heartbeat(ctx.sessions, self.worker_id, ctx.settings.heartbeat_seconds,
+                                   ctx.settings.lease_seconds)
+        self.current: StudyState | None = None
+        self.resolve = make_resolver(ctx, ctx.settings.home / "cache" / "datasets")
+
+    def run(self, *, max_trials: int | None = None, exit_when_idle: float | None = None) -> int:
+        """Work until signalled (or `max_trials` done, or idle for `exit_when_idle` seconds). Returns trials run."""
+        self.heartbeat.start()
+        done = 0
+        idle_since = time.monotonic()
+        log.info("worker %d on %s ready", self.worker_id, self.device)
+        try:
+            while not self.signals.requested.is_set() and (max_trials is None or done < max_trials):
+                reap_quietly(self.ctx)
+                claimed = queue.claim(self.ctx.sessions, self.worker_id, self.ctx.settings.lease_seconds)
+                if claimed is None:
+                    if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
+                        break
+                    self.signals.requested.wait(self.ctx.settings.poll_seconds)
+                    continue
+                self.run_trial(claimed[0])
+                done += 1
+                idle_since = time.monotonic()
+        finally:
+            self.heartbeat.stop()
+            queue.worker_stopped(self.ctx.sessions, self.worker_id)
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        return done
+
+    # -------------------------------------------------------------- one trial
+
+    def run_trial(self, claim: queue.Claim) -> None:
+        self.heartbeat.watch(claim.lease)
+        work_dir = self.scratch / f"{claim.study_id}-{claim.number}-{claim.attempt}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        label = f"{claim.study_id} #{claim.number} (attempt {claim.attempt})"
+        trial: optuna.trial.Trial | None = None
+        try:
+            state = self.study_state(claim.study_id)
+            self.ensure_baseline(state)
+            trial, params = self.trial_params(state, claim)
+            resume_from = self.download_resume(claim, work_dir)
+            run = TrialRun(study_id=claim.study_id, trial_number=claim.number, spec=state.spec, params=params,
+                           work_dir=work_dir, resume_from=resume_from,
+                           reported_points=queue.reported_points(self.ctx.sessions, claim.lease.trial_id))
+            hooks = LoopHooks(self.ctx, claim.lease, trial, f"{retention.study_prefix(claim.study_id)}trials/"
+                              f"{claim.number}", self.heartbeat, self.signals)
+            log.info("trial %s: training %s", label, params)
+            outcome = train_trial(run, state.prepared, hooks, self.device)
+            self.conclude(claim, state, trial, outcome, hooks)
+        except LeaseLost:
+            log.warning("trial %s: lease lost; another attempt owns it now", label)
+        except Exception as exc:  # noqa: BLE001 - a fault in one trial is data, not the end of the worker
+            self.fail(claim, trial, exc, label)
+        finally:
+            self.heartbeat.watch(None)
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def study_state(self, study_id: str) -> StudyState:
+        if self.current is not None and self.current.study_id == study_id:
+            return self.current
+        self.current = None
+        free_memory()
+        spec, optuna_name, _status = studies.load_spec(self.ctx.sessions, study_id)
+        optuna_study = optuna_glue.load_study(self.ctx.optuna_storage, optuna_name, spec)
+        prepared = prepare(spec, self.resolve, self.device)
+        self.current = StudyState(study_id, spec, optuna_study, prepared)
+        return self.current
+
+    def ensure_baseline(self, state: StudyState) -> None:
+        """The base model's score, untrained, on the same eval subset and full split: the study's reference."""
+        with session_scope(self.ctx.sessions) as s:
+            known = s.execute(text("SELECT baseline_value IS NOT NULL FROM studies WHERE id = :id"),
+                              {"id": state.study_id}).scalar_one_or_none()
+        if known:
+            return
+        subset_value, full_value = state.prepared.baseline()
+        with session_scope(self.ctx.sessions) as s:
+            s.execute(text("UPDATE studies SET baseline_value = :full, baseline_subset_value = :subset "
+                           "WHERE id = :id AND baseline_value IS NULL"),
+                      {"id": state.study_id, "full": full_value, "subset": subset_value})
+        log.info("study %s: baseline %.4f (eval subset %.4f)", state.study_id, full_value, subset_value)
+
+    def trial_params(self, state: StudyState, claim: queue.Claim) -> tuple[optuna.trial.Trial, dict[str, Any]]:
+        """A new attempt of an old trial keeps its parameters and its Optuna trial; a fresh slot asks Optuna."""
+        if claim.params is not None and claim.optuna_trial_id is not None:
+            return optuna.trial.Trial(state.optuna_study, claim.optuna_trial_id), claim.params
+        trial = state.optuna_study.ask()
+        params = optuna_glue.sample_params(trial, state.spec)
+        queue.set_params(self.ctx.sessions, claim.lease, params, trial._trial_id)
+        return trial, params
+
+    def download_resume(self, claim: queue.Claim, work_dir: Path) -> Path | None:
+        if claim.resume_key is None:
+            return None
+        dest = work_dir / "resume"
+        try:
+            self.ctx.artifacts.get_dir(claim.resume_key, dest, expected_sha256=claim.resume_sha256)
+        except StsweepError as exc:
+            log.warning("trial %s #%d: resume checkpoint unusable (%s); starting over",
+                        claim.study_id, claim.number, exc.message)
+            return None
+        return dest
+
+    # -------------------------------------------------------------- endings
+
+    def conclude(self, claim: queue.Claim, state: StudyState, trial: optuna.trial.Trial, outcome: TrialOutcome,
+                 hooks: LoopHooks) -> None:
+        settings = self.ctx.settings
+        if outcome.status == "interrupted":
+            if hooks.lease_gone:
+                return
+            queue.release(self.ctx.sessions, claim.lease)
+            log.info("trial %s #%d: given back to the queue at %d examples", claim.study_id, claim.number,
+                     outcome.examples_seen)
+            return
+        finish = queue.Finish(state="pruned", value=outcome.value)
+        if outcome.status == "complete":
+            assert outcome.best_model_dir is not None and outcome.value is not None
+            info = self.ctx.artifacts.put_dir(f"{hooks.key_prefix}/final.tar", outcome.best_model_dir)
+            finish = queue.Finish(state="complete", value=outcome.value, metrics=outcome.metrics,
+                                  checkpoint_key=info.key, checkpoint_sha256=info.sha256, checkpoint_bytes=info.size)
+        try:
+            status = queue.finish(self.ctx.sessions, claim.lease, finish, settings.failure_streak_to_pause)
+        except LeaseLost:
+            if finish.checkpoint_key:
+                self.ctx.artifacts.delete(finish.checkpoint_key)
+            raise
+        if outcome.status == "complete":
+            state.optuna_study.tell(trial, outcome.value)
+        else:
+            state.optuna_study.tell(trial, state=TrialState.PRUNED)
+        log.info("trial %s #%d: %s, value %s", claim.study_id, claim.number, outcome.status, outcome.value)
+        self.after_trial(claim, state, status)
+
+    def fail(self, claim: queue.Claim, trial: optuna.trial.Trial | None, exc: BaseException, label: str) -> None:
+        oom = is_out_of_memory(exc)
+        if oom:
+            free_memory()
+            batch = (claim.params or {}).get("per_device_train_batch_size")
+            reason = f"out of memory on {self.device}" + (f" with batch size {batch}" if batch else "")
+        elif isinstance(exc, StsweepError):
+            reason = exc.message
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        log.error("trial %s failed: %s", label, reason, exc_info=not oom and not isinstance(exc, StsweepError))
+        try:
+            queue.finish(self.ctx.sessions, claim.lease, queue.Finish(state="failed", failure_reason=reason[:2000]),
+                         self.ctx.settings.failure_streak_to_pause)
+        except LeaseLost:
+            return
+        except StsweepError as db_exc:
+            log.error("trial %s: could not record the failure (%s); the lease will expire", label, db_exc.message)
+            return
+        if trial is not None and self.current is not None:
+            if oom:
+                # Infeasible, not broken: the sampler should steer away from this region.
+                trial.set_constraint(optuna_glue.INFEASIBLE_CONSTRAINT, 1.0)
+                self.current.optuna_study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.current.optuna_study.tell(trial, state=TrialState.FAIL)
+        self.delete_resume(claim)
+
+    def delete_resume(self, claim: queue.Claim) -> None:
+        retention.drop_resume_checkpoint(self.ctx, claim.lease.trial_id)
+
+    def after_trial(self, claim: queue.Claim, state: StudyState, study_status: str) -> None:
+        self.delete_resume(claim)
+        retention.apply(self.ctx, claim.study_id, state.spec.keep_top_k)
+        if study_status == "completed":
+            from workers.test_split import evaluate_winner_on_test
+
+            evaluate_winner_on_test(self.ctx, state.study_id, state.prepared, self.scratch)

@@ -1,0 +1,35 @@
+"""Turn a study's data references into local files: `path` under STSWEEP_DATA_ROOT, `dataset_id` from the
+artifact store (downloaded once into a local cache, checksum verified)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from service.context import Context
+from service.data_refs import resolve_path
+from service.db import session_scope
+from service.errors import InvalidInput
+from service.spec import DataRef
+from workers.data import Resolver
+
+
+def make_resolver(ctx: Context, cache_dir: Path) -> Resolver:
+    def resolve(ref: DataRef) -> Path:
+        if ref.path is not None:
+            return resolve_path(ctx.settings.data_root, ref.path, "data.path")
+        if ref.dataset_id is None:
+            raise InvalidInput("this reference has no local file", field="data")
+        with session_scope(ctx.sessions) as s:
+            row = s.execute(text("SELECT storage_key, sha256, format FROM datasets WHERE id = :id"),
+                            {"id": ref.dataset_id}).first()
+        if row is None:
+            raise InvalidInput(f"dataset {ref.dataset_id} no longer exists", field="data.dataset_id")
+        local = cache_dir / f"{row.sha256}.{row.format}"
+        if not local.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            ctx.artifacts.get_to_file(row.storage_key, local, expected_sha256=row.sha256)
+        return local
+
+    return resolve
