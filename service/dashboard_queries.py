@@ -8,6 +8,7 @@ newest point: "trials of this study with seq > cursor" finds every new point thr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -18,12 +19,12 @@ from service.errors import NotFound
 from service.schemas import IntermediatePoint, TrialPublic, WorkerPublic
 
 CHANGES_LIMIT = 2000  # trials per delta; a bigger backlog comes in several ticks (`more`: true)
-HISTORY_MAX_POINTS = 3000  # trial dots on the history chart; every improvement of the best is always kept
+HISTORY_MAX_POINTS = 2000  # trial dots on the history chart; every improvement of the best is always kept
 CURVES_ALL_UP_TO = 300  # show every trial's curve up to this many, else the best, running and most recent
 CURVES_BEST = 200
 CURVES_RECENT = 50
 CURVES_RUNNING = 100
-PARALLEL_MAX = 5000  # most recent complete trials on the parallel-coordinates chart
+PARALLEL_MAX = 1000  # most recent complete trials on the parallel-coordinates chart
 
 _TRIAL_COLUMNS = """id, number, state, params, value, metrics, attempts, failure_reason, below_baseline,
     examples_seen, planned_examples, last_eval, eta_seconds, worker_id, checkpoint_key IS NOT NULL AS has_ckpt,
@@ -66,9 +67,8 @@ def changes(factory: sessionmaker[Session], study_id: str, cursor: int) -> dict[
                                     "WHERE trial_id = ANY(:ids) AND seq > :c ORDER BY trial_id, examples_seen"),
                                {"ids": list(points), "c": cursor}):
                 points[p.trial_id].append(IntermediatePoint(examples_seen=p.examples_seen, value=p.value))
-        new_cursor = max([cursor, int(study.seq), *(int(r.seq) for r in rows)])
-        if not more:
-            new_cursor = max(new_cursor, _cursor(s, study))
+        # With more to come, stop at the last trial returned (rows are in seq order); else everything is seen.
+        new_cursor = int(rows[-1].seq) if more else max(cursor, _cursor(s, study))
     return {
         "study_id": study_id,
         "since": cursor,
@@ -93,68 +93,62 @@ def _trial(r: Any, points: list[IntermediatePoint]) -> TrialPublic:
 
 
 def history(factory: sessionmaker[Session], study_id: str) -> dict[str, Any]:
-    """Complete trials' values by trial number, and the best so far (a step line through each improvement)."""
+    """Complete trials' values by trial number (at most about HISTORY_MAX_POINTS: evenly strided, every
+    improvement kept) and the best so far (each improvement). PostgreSQL does the windows and builds the lists."""
     with session_scope(factory) as s:
         study = _study_row(s, study_id)
-        rows = s.execute(text("SELECT number, value FROM trials WHERE study_id = :sid AND state = 'complete' "
-                              "AND value IS NOT NULL ORDER BY number"), {"sid": study_id}).all()
+        best = "max" if study.direction == "maximize" else "min"
+        keep = "(n <= :cap OR improved OR rn % greatest(1, n / :cap) = 0 OR rn = n)"
+        row = s.execute(text(f"""
+            WITH c AS (
+                SELECT number, value, {best}(value) OVER (ORDER BY number) AS best,
+                       row_number() OVER (ORDER BY number) AS rn, count(*) OVER () AS n
+                FROM trials WHERE study_id = :sid AND state = 'complete' AND value IS NOT NULL
+            ), d AS (
+                SELECT *, best IS DISTINCT FROM lag(best) OVER (ORDER BY number) AS improved FROM c
+            )
+            SELECT coalesce(max(n), 0) AS total,
+                   coalesce(json_agg(number ORDER BY number) FILTER (WHERE {keep}), '[]') AS numbers,
+                   coalesce(json_agg(value ORDER BY number) FILTER (WHERE {keep}), '[]') AS vals,
+                   coalesce(json_agg(number ORDER BY number) FILTER (WHERE improved), '[]') AS best_numbers,
+                   coalesce(json_agg(value ORDER BY number) FILTER (WHERE improved), '[]') AS best_values
+            FROM d"""), {"sid": study_id, "cap": HISTORY_MAX_POINTS}).one()
         cursor = _cursor(s, study)
-    maximize = study.direction == "maximize"
-    best: float | None = None
-    improved: list[int] = []
-    best_number: list[int] = []
-    best_value: list[float] = []
-    for i, (number, value) in enumerate(rows):
-        if best is None or (value > best if maximize else value < best):
-            best = value
-            improved.append(i)
-            best_number.append(number)
-            best_value.append(value)
-    keep = _downsample(len(rows), HISTORY_MAX_POINTS, set(improved))
     return {
         "objective": _objective(study),
         "baseline": study.baseline_value,
-        "trials": {"number": [rows[i][0] for i in keep], "value": [rows[i][1] for i in keep]},
-        "best": {"number": best_number, "value": best_value},
-        "total": len(rows),
-        "shown": len(keep),
-        "sampled": len(keep) < len(rows),
+        "trials": {"number": row.numbers, "value": row.vals},
+        "best": {"number": row.best_numbers, "value": row.best_values},
+        "total": int(row.total),
+        "shown": len(row.numbers),
+        "sampled": len(row.numbers) < int(row.total),
         "cursor": cursor,
     }
 
 
-def _downsample(n: int, cap: int, always: set[int]) -> list[int]:
-    if n <= cap:
-        return list(range(n))
-    stride = max(1, n // max(1, cap - len(always)))
-    return sorted(always | set(range(0, n, stride)) | {n - 1})
-
-
 def curves(factory: sessionmaker[Session], study_id: str) -> dict[str, Any]:
-    """Each shown trial's intermediate values against examples seen; pruned trials carry `pruned_at`."""
+    """Each shown trial's intermediate values against examples seen; pruned trials carry `pruned_at`.
+    Up to CURVES_ALL_UP_TO started trials: all of them; beyond, the best complete, the running and the most
+    recently finished ones (three top-N scans, no full sort)."""
     with session_scope(factory) as s:
         study = _study_row(s, study_id)
-        order = "value DESC" if study.direction == "maximize" else "value ASC"
-        rows = s.execute(text(f"""
-            WITH cand AS (
-                SELECT id, number, state, value, coalesce(finished_at, started_at) AS recent FROM trials t
-                WHERE study_id = :sid AND EXISTS (SELECT 1 FROM intermediate_values iv WHERE iv.trial_id = t.id)
-            ), ranked AS (
-                SELECT *, count(*) OVER () AS total,
-                       row_number() OVER (PARTITION BY state = 'complete' AND value IS NOT NULL
-                                          ORDER BY {order} NULLS LAST, number) AS best_rank,
-                       row_number() OVER (PARTITION BY state = 'running' ORDER BY number DESC) AS running_rank,
-                       row_number() OVER (ORDER BY recent DESC NULLS LAST, number DESC) AS recent_rank
-                FROM cand
-            )
-            SELECT id, number, state, value, total FROM ranked
-            WHERE total <= :all_up_to
-               OR (state = 'complete' AND value IS NOT NULL AND best_rank <= :best)
-               OR (state = 'running' AND running_rank <= :running)
-               OR recent_rank <= :recent
-            ORDER BY number"""),
-            {"sid": study_id, "all_up_to": CURVES_ALL_UP_TO, "best": CURVES_BEST, "running": CURVES_RUNNING,
-             "recent": CURVES_RECENT}).all()
+        total = s.execute(text("SELECT count(*) FROM trials WHERE study_id = :sid AND state <> 'queued'"),
+                          {"sid": study_id}).scalar_one()
+        sampled = total > CURVES_ALL_UP_TO
+        cols = "id, number, state, value"
+        if not sampled:
+            sql = f"SELECT {cols} FROM trials WHERE study_id = :sid AND state <> 'queued'"
+        else:
+            order = "value DESC" if study.direction == "maximize" else "value ASC"
+            sql = f"""(SELECT {cols} FROM trials WHERE study_id = :sid AND state = 'complete' AND value IS NOT NULL
+                       ORDER BY {order}, number LIMIT :best)
+                UNION (SELECT {cols} FROM trials WHERE study_id = :sid AND state = 'running'
+                       ORDER BY number DESC LIMIT :running)
+                UNION (SELECT {cols} FROM trials WHERE study_id = :sid AND state IN ('complete', 'pruned', 'failed')
+                       ORDER BY finished_at DESC NULLS LAST, number DESC LIMIT :recent)"""
+        rows = s.execute(text(f"SELECT * FROM ({sql}) AS shown ORDER BY number"),
+                         {"sid": study_id, "best": CURVES_BEST, "running": CURVES_RUNNING,
+                          "recent": CURVES_RECENT}).all()
         xs: dict[int, list[int]] = {r.id: [] for r in rows}
         ys: dict[int, list[float]] = {r.id: [] for r in rows}
         if rows:
@@ -164,58 +158,70 @@ def curves(factory: sessionmaker[Session], study_id: str) -> dict[str, Any]:
                 xs[p.trial_id].append(p.examples_seen)
                 ys[p.trial_id].append(p.value)
         cursor = _cursor(s, study)
-    total = int(rows[0].total) if rows else 0
-    sampled = total > CURVES_ALL_UP_TO
+    shown = [r for r in rows if xs[r.id]]
     return {
         "objective": _objective(study),
         "baseline": study.baseline_subset_value if study.baseline_subset_value is not None
         else study.baseline_value,
         "trials": [{"number": r.number, "state": r.state, "value": r.value, "x": xs[r.id], "y": ys[r.id],
-                    "pruned_at": xs[r.id][-1] if r.state == "pruned" and xs[r.id] else None} for r in rows],
+                    "pruned_at": xs[r.id][-1] if r.state == "pruned" else None} for r in shown],
         "total": total,
-        "shown": len(rows),
+        "shown": len(shown),
         "sampled": sampled,
         "selection": (f"the {CURVES_BEST} best complete, up to {CURVES_RUNNING} running and the {CURVES_RECENT} "
-                      "most recently finished trials" if sampled else "every trial with intermediate values"),
+                      "most recently finished trials" if sampled else "every started trial"),
         "cursor": cursor,
     }
 
 
 def parallel(factory: sessionmaker[Session], study_id: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    """Complete trials' searched params (columns) and objective value; the most recent PARALLEL_MAX of them."""
+    """Complete trials' searched params (columns) and objective value; the most recent PARALLEL_MAX of them.
+    PostgreSQL builds the columns (json_agg): no per-row decoding of the params JSON in Python."""
+    names = [p["name"] for p in params]
+    columns = ", ".join(f"'{i}', json_agg(params -> :p{i} ORDER BY number)" for i in range(len(names)))
     with session_scope(factory) as s:
         study = _study_row(s, study_id)
         total = s.execute(text("SELECT count(*) FROM trials WHERE study_id = :sid AND state = 'complete' "
                                "AND value IS NOT NULL"), {"sid": study_id}).scalar_one()
-        rows = s.execute(text("SELECT number, value, params FROM trials WHERE study_id = :sid "
-                              "AND state = 'complete' AND value IS NOT NULL ORDER BY number DESC LIMIT :cap"),
-                         {"sid": study_id, "cap": PARALLEL_MAX}).all()
+        agg = s.execute(text(f"""
+            SELECT coalesce(json_agg(number ORDER BY number), '[]'), coalesce(json_agg(value ORDER BY number), '[]'),
+                   json_build_object({columns or "'_', null"})
+            FROM (SELECT number, value, params FROM trials WHERE study_id = :sid AND state = 'complete'
+                  AND value IS NOT NULL ORDER BY number DESC LIMIT :cap) AS recent"""),
+            {"sid": study_id, "cap": PARALLEL_MAX, **{f"p{i}": n for i, n in enumerate(names)}}).one()
         cursor = _cursor(s, study)
-    rows = rows[::-1]
-    names = [p["name"] for p in params]
+    numbers, values, by_index = agg
     return {
         "objective": _objective(study),
         "params": params,
-        "trials": {"number": [r.number for r in rows], "value": [r.value for r in rows],
-                   "params": {n: [(r.params or {}).get(n) for r in rows] for n in names}},
+        "trials": {"number": numbers, "value": values,
+                   "params": {n: by_index.get(str(i)) or [] for i, n in enumerate(names)}},
         "total": total,
-        "shown": len(rows),
-        "sampled": len(rows) < total,
+        "shown": len(numbers),
+        "sampled": len(numbers) < total,
         "cursor": cursor,
     }
 
 
-def complete_params(factory: sessionmaker[Session], study_id: str, cap: int) -> tuple[Any, list[Any], int, int]:
-    """(study row, the `cap` most recent complete trials' (params, value), how many complete, cursor)."""
+@dataclass(frozen=True)
+class CompleteTrials:
+    study: Any
+    rows: list[Any]  # (params, value) of the `cap` most recent complete trials
+    n_complete: int
+    version: int  # the newest complete trial's seq: changes whenever the set of complete trials does
+    cursor: int
+
+
+def complete_trials(factory: sessionmaker[Session], study_id: str, cap: int) -> CompleteTrials:
     with session_scope(factory) as s:
         study = _study_row(s, study_id)
-        stats = s.execute(text("SELECT count(*), coalesce(max(seq), 0) FROM trials WHERE study_id = :sid "
-                               "AND state = 'complete' AND value IS NOT NULL"), {"sid": study_id}).one()
+        n, version = s.execute(text("SELECT count(*), coalesce(max(seq), 0) FROM trials WHERE study_id = :sid "
+                                    "AND state = 'complete' AND value IS NOT NULL"), {"sid": study_id}).one()
         rows = s.execute(text("SELECT params, value FROM trials WHERE study_id = :sid AND state = 'complete' "
                               "AND value IS NOT NULL AND params IS NOT NULL ORDER BY number DESC LIMIT :cap"),
                          {"sid": study_id, "cap": cap}).all()
         cursor = _cursor(s, study)
-    return study, rows, int(stats[0]), cursor if cursor else int(stats[1])
+    return CompleteTrials(study, list(rows), int(n), int(version), cursor)
 
 
 # ------------------------------------------------------------------ workers

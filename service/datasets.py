@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts.store import HashingWriter
 from service.context import Context
 from service.db import session_scope
-from service.errors import Conflict, InvalidInput, NotFound, StorageError
+from service.errors import Conflict, InvalidInput, NotFound
 from service.schemas import Page
 from service.tabular import check_rows, detect_format, read_table
 from service.tasks import TASKS
@@ -307,13 +306,6 @@ def delete_dataset(ctx: Context, dataset_id: str) -> None:
             # The foreign key (ON DELETE RESTRICT) catches a study created since the check.
             s.execute(text("DELETE FROM datasets WHERE id = :id"), {"id": dataset_id})
             s.flush()
-            try:
-                ctx.artifacts.delete(row.storage_key)
-            except StorageError:
-                raise
+            ctx.artifacts.delete(row.storage_key)  # a store failure rolls the row back
     except IntegrityError as exc:
         raise Conflict(f"dataset {dataset_id} is used by a study; delete it first", field="dataset_id") from exc
-
-
-def spool_dir_is_clean() -> bool:  # pragma: no cover - a debugging aid for operators
-    return not any(p.startswith("stsweep-upload-") for p in os.listdir(tempfile.gettempdir()))

@@ -18,8 +18,9 @@ def database_url(settings: Settings) -> str:
 
     datadir = settings.home / "pgdata"
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: the server outlives this process, so workers and a restarted API share it.
-    server = pgserver.get_server(datadir, cleanup_mode=None)
+    # cleanup_mode="stop": the server stops when the last process that opened it exits; child processes
+    # (`stsweep up` starts the API and workers) get its URL in STSWEEP_DATABASE_URL instead of a handle.
+    server = pgserver.get_server(datadir, cleanup_mode="stop")
     uri = server.get_uri()
     log.info("using the embedded PostgreSQL in %s", datadir)
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)

@@ -95,6 +95,8 @@ class Trial(Base):
         Index("ix_trials_claim", "study_id", "state", "number"),
         Index("ix_trials_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_trials_study_seq", "study_id", "seq"),
+        Index("ix_trials_best", "study_id", "rank_key", "number",
+              postgresql_where=text("state = 'complete' AND rank_key IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -104,6 +106,9 @@ class Trial(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Double)
+    # The value turned so that lower is better (-value when maximizing); NULL unless a finite value: the one
+    # ranking of trials, served by ix_trials_best (see service/ranking.py).
+    rank_key: Mapped[float | None] = mapped_column(Double)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     below_baseline: Mapped[bool | None] = mapped_column(Boolean)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -101,8 +101,10 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def create_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> None:
-    optuna.create_study(storage=store, study_name=name, direction=spec.objective.direction,
-                        sampler=make_sampler(spec), pruner=make_pruner(spec))
+    study = optuna.create_study(storage=store, study_name=name, direction=spec.objective.direction,
+                                sampler=make_sampler(spec), pruner=make_pruner(spec))
+    for params in spec.enqueue_trials:
+        study.enqueue_trial(params, skip_if_exists=False)
 
 
 def load_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
 from service.errors import LeaseLost
+from service.ranking import RANK_KEY_SQL
 
 ACTIVE_STUDY = "('queued', 'running')"
 
@@ -38,6 +39,7 @@ class Claim:
     optuna_trial_id: int | None
     resume_key: str | None
     resume_sha256: str | None
+    resume_examples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ _CLAIM_IN_STUDY = text("""
         heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :lease_seconds),
         started_at = coalesce(t.started_at, now()), failure_reason = NULL
     FROM pick WHERE t.id = pick.id
-    RETURNING t.id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256
+    RETURNING t.id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
+              t.resume_examples
 """)
 
 
@@ -129,7 +132,7 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
                 s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
                           {"tid": got.id, "w": worker_id})
             claim_ = Claim(Lease(got.id, token), study_id, got.number, got.attempts, got.params,
-                           got.optuna_trial_id, got.resume_key, got.resume_sha256)
+                           got.optuna_trial_id, got.resume_key, got.resume_sha256, got.resume_examples)
             return claim_, study_id
         return None
 
@@ -222,15 +225,18 @@ class Finish:
     checkpoint_key: str | None = None
     checkpoint_sha256: str | None = None
     checkpoint_bytes: int | None = None
+    examples_seen: int | None = None  # where training ended (pruned, early-stopped, or the plan)
 
 
 def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_after_streak: int) -> str:
     """End the trial (guarded by the lease) and settle the study. Returns the study's status afterwards."""
     with session_scope(factory) as s:
         row = s.execute(
-            text(f"""UPDATE trials SET state = :state, value = :value, metrics = CAST(:metrics AS jsonb),
+            text(f"""UPDATE trials SET state = :state, value = :value, rank_key = {RANK_KEY_SQL},
+                         metrics = CAST(:metrics AS jsonb),
                          failure_reason = :reason, lease_token = NULL, lease_expires_at = NULL,
                          finished_at = now(), eta_seconds = NULL,
+                         examples_seen = coalesce(:examples, examples_seen),
                          checkpoint_key = :ck, checkpoint_sha256 = :csha, checkpoint_bytes = :cbytes,
                          below_baseline = CASE WHEN :state = 'complete' THEN (
                              SELECT CASE WHEN st.baseline_value IS NULL THEN NULL
@@ -241,7 +247,7 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
             {"tid": lease.trial_id, "token": lease.token, "state": result.state, "value": result.value,
              "metrics": json.dumps(result.metrics) if result.metrics is not None else None,
              "reason": result.failure_reason, "ck": result.checkpoint_key, "csha": result.checkpoint_sha256,
-             "cbytes": result.checkpoint_bytes},
+             "cbytes": result.checkpoint_bytes, "examples": result.examples_seen},
         ).first()
         if row is None:
             raise LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
@@ -275,7 +281,11 @@ def _track_failures(s: Session, study_id: str, result: Finish, pause_after_strea
 
 def settle_study(s: Session, study_id: str) -> str:
     """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
-    passed with nothing running (never-started slots are then dropped)."""
+    passed with nothing running (never-started slots are then dropped).
+
+    The study row is locked first, and the check runs in a statement after the lock: two trials finishing at
+    once would otherwise each still see the other as running, and neither would settle the study."""
+    s.execute(text("SELECT 1 FROM studies WHERE id = :sid FOR UPDATE"), {"sid": study_id})
     s.execute(
         text(f"""
         WITH st AS (

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from service.context import Context
 from service.db import session_scope
+from service.ranking import BEST_ORDER_SQL, RANKED_SQL
 
 
 def study_prefix(study_id: str) -> str:
@@ -16,12 +17,10 @@ def study_prefix(study_id: str) -> str:
 def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
     """Drop the final checkpoints of complete trials outside the top k. Returns the keys deleted."""
     with session_scope(ctx.sessions) as s:
-        keys = list(s.execute(text("""
+        keys = list(s.execute(text(f"""
             WITH ranked AS (
-                SELECT t.id, row_number() OVER (
-                    ORDER BY CASE WHEN st.direction = 'maximize' THEN -t.value ELSE t.value END, t.number) AS rank
-                FROM trials t JOIN studies st ON st.id = t.study_id
-                WHERE t.study_id = :sid AND t.state = 'complete' AND t.value IS NOT NULL
+                SELECT t.id, row_number() OVER (ORDER BY {BEST_ORDER_SQL}) AS rank
+                FROM trials t WHERE t.study_id = :sid AND {RANKED_SQL}
             ), dropped AS (
                 SELECT t.id, t.checkpoint_key FROM trials t JOIN ranked r ON r.id = t.id
                 WHERE r.rank > :k AND t.checkpoint_key IS NOT NULL

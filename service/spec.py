@@ -354,6 +354,8 @@ class StudySpec(_Strict):
     keep_top_k: int = Field(default=3, ge=1, le=10_000)
     seed: int = 42
     description: str | None = Field(default=None, max_length=10_000)
+    # Configurations to try first (Optuna's enqueue_trial), e.g. a known-good baseline recipe.
+    enqueue_trials: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
 
     @model_validator(mode="after")
     def _fit_task(self) -> StudySpec:
@@ -393,7 +395,19 @@ class StudySpec(_Strict):
                              f"{self.task} (choose from {', '.join(task.metrics)})")
         if self.sampler.name == "grid":
             self.grid()  # raises when a parameter has no finite set of values
+        self._check_enqueued()
         return self
+
+    def _check_enqueued(self) -> None:
+        searched = (FloatDistribution, IntDistribution, CategoricalDistribution)
+        names = {n for n, p in self.search_space.params().items() if isinstance(p, searched)}
+        for loss_name, params in self.search_space.loss_params.items():
+            names |= {f"{loss_name}.{n}" for n, p in params.items() if isinstance(p, searched)}
+        for i, trial in enumerate(self.enqueue_trials):
+            for name in trial:
+                if name not in names:
+                    raise ValueError(f"enqueue_trials.{i}: {name!r} is not a searched hyperparameter "
+                                     f"(searched: {', '.join(sorted(names)) or 'none'})")
 
     # -------------------------------------------------------------- derived
 

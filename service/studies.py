@@ -27,6 +27,7 @@ from service.schemas import (
     TestScore,
     TrialPublic,
 )
+from service.ranking import BEST_ORDER_SQL, RANKED_SQL
 from service.spec import StudySpec
 
 TRIAL_STATES = ("queued", "running", "complete", "pruned", "failed")
@@ -130,15 +131,24 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
     if not ids:
         return []
     counts: dict[str, dict[str, int]] = {i: dict.fromkeys(TRIAL_STATES, 0) for i in ids}
-    for sid, state, n in s.execute(text("SELECT study_id, state, count(*) FROM trials WHERE study_id = ANY(:ids) "
-                                        "GROUP BY study_id, state"), {"ids": ids}):
+    ckpt_bytes: dict[str, int] = dict.fromkeys(ids, 0)
+    # One pass over the trials gives both the counts and the checkpoint bytes.
+    for sid, state, n, nbytes in s.execute(
+            text("SELECT study_id, state, count(*), coalesce(sum(checkpoint_bytes), 0) FROM trials "
+                 "WHERE study_id = ANY(:ids) GROUP BY study_id, state"), {"ids": ids}):
         counts[sid][state] = n
+        ckpt_bytes[sid] += int(nbytes)
     best: dict[str, BestTrial] = {}
-    for b in s.execute(text("""
-            SELECT DISTINCT ON (t.study_id) t.study_id, t.number, t.value, t.params
-            FROM trials t JOIN studies st ON st.id = t.study_id
-            WHERE t.study_id = ANY(:ids) AND t.state = 'complete' AND t.value IS NOT NULL
-            ORDER BY t.study_id, CASE WHEN st.direction = 'maximize' THEN -t.value ELSE t.value END, t.number
+    # The first trial per study in (objective, number) order, by a LIMIT 1 (a top-1 heap) per study: a
+    # DISTINCT ON sorted every complete trial with its params and spilled to disk (bench/api_bench.py).
+    for b in s.execute(text(f"""
+            SELECT st.id AS study_id, b.number, b.value, b.params
+            FROM studies st CROSS JOIN LATERAL (
+                SELECT t.number, t.value, t.params FROM trials t
+                WHERE t.study_id = st.id AND {RANKED_SQL}
+                ORDER BY {BEST_ORDER_SQL}
+                LIMIT 1) b
+            WHERE st.id = ANY(:ids)
         """), {"ids": ids}):
         best[b.study_id] = BestTrial(trial_number=b.number, value=b.value, params=b.params)
     running: dict[str, list[RunningTrial]] = {i: [] for i in ids}
@@ -146,8 +156,6 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
                             "WHERE study_id = ANY(:ids) AND state = 'running' ORDER BY number"), {"ids": ids}):
         running[r.study_id].append(RunningTrial(number=r.number, examples_seen=r.examples_seen,
                                                 planned_examples=r.planned_examples, eta_seconds=r.eta_seconds))
-    ckpt_bytes = dict(s.execute(text("SELECT study_id, coalesce(sum(checkpoint_bytes), 0) FROM trials "
-                                     "WHERE study_id = ANY(:ids) GROUP BY study_id"), {"ids": ids}).all())
     out = []
     for r in rows:
         c = counts[r.id]

@@ -153,6 +153,8 @@ class Worker:
             log.warning("trial %s #%d: resume checkpoint unusable (%s); starting over",
                         claim.study_id, claim.number, exc.message)
             return None
+        log.info("trial %s #%d: resuming from checkpoint at %s examples", claim.study_id, claim.number,
+                 claim.resume_examples)
         return dest
 
     # -------------------------------------------------------------- endings
@@ -167,12 +169,13 @@ class Worker:
             log.info("trial %s #%d: given back to the queue at %d examples", claim.study_id, claim.number,
                      outcome.examples_seen)
             return
-        finish = queue.Finish(state="pruned", value=outcome.value)
+        finish = queue.Finish(state="pruned", value=outcome.value, examples_seen=outcome.examples_seen)
         if outcome.status == "complete":
             assert outcome.best_model_dir is not None and outcome.value is not None
             info = self.ctx.artifacts.put_dir(f"{hooks.key_prefix}/final.tar", outcome.best_model_dir)
             finish = queue.Finish(state="complete", value=outcome.value, metrics=outcome.metrics,
-                                  checkpoint_key=info.key, checkpoint_sha256=info.sha256, checkpoint_bytes=info.size)
+                                  checkpoint_key=info.key, checkpoint_sha256=info.sha256, checkpoint_bytes=info.size,
+                                  examples_seen=outcome.examples_seen)
         try:
             status = queue.finish(self.ctx.sessions, claim.lease, finish, settings.failure_streak_to_pause)
         except LeaseLost:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from service.context import Context
 from service.db import session_scope
+from service.ranking import best_trial_sql
 from workers.prepared import PreparedStudy
 
 log = logging.getLogger("stsweep.worker")
@@ -22,16 +23,10 @@ def evaluate_winner_on_test(ctx: Context, study_id: str, prepared: PreparedStudy
         return None
     with session_scope(ctx.sessions) as s:
         # Claim the job: only one worker evaluates, once.
-        winner = s.execute(text("""
-            WITH claim AS (
-                UPDATE studies SET test_metric = :metric WHERE id = :sid AND test_metric IS NULL RETURNING id
-            )
-            SELECT t.number, t.checkpoint_key, t.checkpoint_sha256 FROM trials t
-            JOIN studies st ON st.id = t.study_id JOIN claim ON claim.id = t.study_id
-            WHERE t.state = 'complete' AND t.checkpoint_key IS NOT NULL
-            ORDER BY CASE WHEN st.direction = 'maximize' THEN -t.value ELSE t.value END, t.number
-            LIMIT 1
-        """), {"sid": study_id, "metric": prepared.metric}).first()
+        claimed = s.execute(text("UPDATE studies SET test_metric = :metric WHERE id = :sid AND test_metric IS NULL "
+                                 "RETURNING id"), {"sid": study_id, "metric": prepared.metric}).first()
+        winner = s.execute(text(best_trial_sql("t.number, t.checkpoint_key, t.checkpoint_sha256",
+                                               with_checkpoint=True)), {"sid": study_id}).first() if claimed else None
     if winner is None:
         return None
     folder = scratch / f"test-{study_id}"

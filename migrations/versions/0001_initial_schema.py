@@ -109,6 +109,7 @@ def upgrade() -> None:
     sa.Column('params', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('optuna_trial_id', sa.Integer(), nullable=True),
     sa.Column('value', sa.Double(), nullable=True),
+    sa.Column('rank_key', sa.Double(), nullable=True),
     sa.Column('metrics', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('below_baseline', sa.Boolean(), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
@@ -140,6 +141,8 @@ def upgrade() -> None:
     op.create_index('ix_trials_claim', 'trials', ['study_id', 'state', 'number'], unique=False)
     op.create_index('ix_trials_lease', 'trials', ['lease_expires_at'], unique=False, postgresql_where=sa.text("state = 'running'"))
     op.create_index('ix_trials_study_seq', 'trials', ['study_id', 'seq'], unique=False)
+    op.create_index('ix_trials_best', 'trials', ['study_id', 'rank_key', 'number'], unique=False,
+                    postgresql_where=sa.text("state = 'complete' AND rank_key IS NOT NULL"))
     op.create_table('intermediate_values',
     sa.Column('trial_id', sa.BigInteger(), nullable=False),
     sa.Column('examples_seen', sa.BigInteger(), nullable=False),
@@ -174,6 +177,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS stsweep_bump_seq()")
     op.drop_index('ix_intermediate_seq', table_name='intermediate_values')
     op.drop_table('intermediate_values')
+    op.drop_index('ix_trials_best', table_name='trials', postgresql_where=sa.text("state = 'complete' AND rank_key IS NOT NULL"))
     op.drop_index('ix_trials_study_seq', table_name='trials')
     op.drop_index('ix_trials_lease', table_name='trials', postgresql_where=sa.text("state = 'running'"))
     op.drop_index('ix_trials_claim', table_name='trials')

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, routes_health, routes_studies
+from service.api import errors, routes_dashboard, routes_health, routes_studies
+from service.api import routes_checkpoints, routes_datasets
 from service.context import Context
 from service.reaper import ReaperThread
 
@@ -39,4 +40,7 @@ def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(routes_health.router)
     app.include_router(routes_studies.router)
+    app.include_router(routes_datasets.router)
+    app.include_router(routes_checkpoints.router)
+    app.include_router(routes_dashboard.router)
     return app

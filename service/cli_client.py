@@ -1,0 +1,731 @@
+"""The `stsweep` commands that talk to a server over HTTP (through service.client): submit, ls, status, best,
+pull, pause / resume / stop, datasets upload / ls. `register(app)` adds them to the main Typer app.
+
+Server URL and token: `--url` / `--token`, else `STSWEEP_URL` / `STSWEEP_TOKEN`, else the config file
+(`$STSWEEP_CONFIG` or ~/.config/stsweep/config.toml, keys `url` and `token`), else http://127.0.0.1:8000
+(see service.client_config).
+
+Exit codes: 0 ok; 1 an error (the server said no, could not be reached, not found, ...); 2 a usage error (bad flags,
+an invalid study file, a bad option value), found before anything is sent. Every error is one line on stderr,
+`error: ...`, never a traceback. Ctrl-C exits with 130.
+
+Heavy imports (the client, pydantic models, rich) happen inside the commands, so `stsweep --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+
+import click
+import typer
+
+from service.client_config import ClientConfig, ClientConfigError, resolve
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from service.client import StsweepClient
+    from service.schemas import StudyPublic, TrialPublic
+
+TERMINAL_STATUSES = ("completed", "stopped", "failed", "paused")
+EXIT_INTERRUPTED = 130
+
+# ---------------------------------------------------------------- options shared by every command
+
+UrlOption = Annotated[Optional[str], typer.Option(
+    "--url", metavar="URL", show_default=False,
+    help="Server URL. Else STSWEEP_URL, else `url` in the config file, else http://127.0.0.1:8000.")]
+TokenOption = Annotated[Optional[str], typer.Option(
+    "--token", metavar="TOKEN", show_default=False,
+    help="API token (`stsweep token create`). Else STSWEEP_TOKEN, else `token` in the config file "
+         "($STSWEEP_CONFIG or ~/.config/stsweep/config.toml).")]
+StudyIdArg = Annotated[str, typer.Argument(metavar="ID", help="Study id (st_...), as `stsweep ls` shows.",
+                                           show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split()) or "unknown error"
+
+
+def _fail(message: object, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {_one_line(message)}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _config(url: str | None, token: str | None) -> ClientConfig:
+    try:
+        return resolve(url, token)
+    except ClientConfigError as exc:
+        _fail(exc, 2)
+
+
+def _client_error_message(exc: Any, cfg: ClientConfig) -> str:
+    """A StsweepClientError as one line that says what to do about it."""
+    if exc.status == 0 and exc.code == "connection_error":
+        cause = exc.__cause__
+        if cause is None:
+            detail = exc.message
+        else:  # some httpx errors (timeouts) have no text: name them
+            detail = _one_line(cause) if str(cause).strip() else type(cause).__name__
+        return (f"cannot reach the stsweep server at {cfg.url} ({detail}); is it running? "
+                f"Set the address with --url, STSWEEP_URL or `url` in {cfg.config_path}")
+    if exc.status == 401:
+        if cfg.token is None:
+            return (f"the server at {cfg.url} needs an API token: pass --token, set STSWEEP_TOKEN or put "
+                    f"`token = \"...\"` in {cfg.config_path} (make one with `stsweep token create --name NAME`)")
+        return (f"the server at {cfg.url} refused the API token from {cfg.token_source} ({exc.message}); "
+                "check the token or make a new one with `stsweep token create --name NAME`")
+    if exc.status >= 500:
+        return f"the server failed ({exc.status} {exc.code}): {exc.message}"
+    return exc.message or f"{exc.status} {exc.code}"
+
+
+@contextmanager
+def _errors(cfg: ClientConfig | None = None) -> Iterator[None]:
+    """Turn everything a command can run into (API errors, network errors, local files, Ctrl-C) into one line on
+    stderr and an exit code; nothing escapes as a traceback."""
+    import httpx
+    from pydantic import ValidationError
+
+    from service.client import StsweepClientError
+    from service.errors import StsweepError
+
+    try:
+        yield
+    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except StsweepClientError as exc:
+        _fail(_client_error_message(exc, cfg) if cfg else exc.message)
+    except httpx.HTTPError as exc:
+        where = f" at {cfg.url}" if cfg else ""
+        _fail(f"talking to the server{where}: {type(exc).__name__}: {exc}")
+    except ValidationError as exc:  # an answer this client does not understand (version mismatch)
+        _fail(f"unexpected answer from the server: {exc.errors()[0].get('msg', exc)}")
+    except FileExistsError as exc:
+        _fail(exc, 2)
+    except StsweepError as exc:  # local failures of pull: unsafe archive, storage
+        _fail(exc.message if hasattr(exc, "message") else exc)
+    except OSError as exc:
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(f"{name}{exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line, never a traceback
+        _fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _api(url: str | None, token: str | None) -> Iterator[StsweepClient]:
+    cfg = _config(url, token)
+    with _errors(cfg):
+        from service.client import StsweepClient
+
+        with StsweepClient(cfg.url, cfg.token) as api:
+            yield api
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# ---------------------------------------------------------------- study files
+
+
+def _yaml_loader() -> type:
+    """PyYAML's SafeLoader, with YAML 1.2 floats (`1e-5` is a number, not the string "1e-5", which would make
+    `learning_rate: 1e-5` fail as "not a number") and duplicate keys refused instead of silently overwritten."""
+    import yaml
+
+    class StudyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
+                            key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    StudyLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."))
+    return StudyLoader
+
+
+def load_study_file(path: Path) -> dict[str, Any]:
+    """A study file (YAML, or JSON for *.json; `-` reads YAML from stdin) as a dict, or exit 2 with one line."""
+    name = "stdin" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{name}: not UTF-8 text", 2)
+    except IsADirectoryError:
+        _fail(f"{name} is a folder, not a study file", 2)
+    except OSError as exc:
+        _fail(f"cannot read {name}: {exc.strerror or exc}", 2)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            _fail(f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", 2)
+    else:
+        import yaml
+
+        try:
+            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            _fail(f"{name}: invalid YAML{where}: {exc.problem or exc.context or exc}", 2)
+        except yaml.YAMLError as exc:
+            _fail(f"{name}: invalid YAML: {exc}", 2)
+    if data is None:
+        _fail(f"{name} is empty; a study file holds one mapping (name, task, data, search_space, ...)", 2)
+    if not isinstance(data, dict):
+        _fail(f"{name}: a study file holds one mapping (name, task, data, search_space, ...), "
+              f"not a {type(data).__name__}", 2)
+    return data
+
+
+def validate_study(data: dict[str, Any]) -> None:
+    """Check a study locally with the API's own model; errors read exactly like the API's 422 message
+    (`field: message`; further errors follow on the same line after `; `). Exits 2 when invalid."""
+    from pydantic import ValidationError
+
+    from service.spec import StudySpec, field_errors
+
+    try:
+        StudySpec.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc) or [{"field": "body", "message": "invalid"}]
+        _fail("; ".join(f"{e['field']}: {e['message']}" for e in errors), 2)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _fmt_value(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _fmt_param(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3g}"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+_SHORT = {"learning_rate": "lr", "per_device_train_batch_size": "batch", "num_train_epochs": "epochs",
+          "warmup_ratio": "warmup", "weight_decay": "wd", "max_grad_norm": "clip", "max_seq_length": "seq_len",
+          "gradient_accumulation_steps": "accum", "lr_scheduler_type": "sched"}
+
+
+def params_summary(params: dict[str, Any] | None) -> str:
+    if not params:
+        return "-"
+    return " ".join(f"{_SHORT.get(k, k)}={_fmt_param(v)}" for k, v in params.items())
+
+
+def _truncate(text: str | None, width: int = 80) -> str:
+    if not text:
+        return ""
+    line = _one_line(text)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _metric(study: StudyPublic) -> str:
+    return str(study.objective.get("metric") or "value")
+
+
+def _baseline_value(study: StudyPublic) -> float | None:
+    """The untrained base model on the full eval split (what trial values compare to), else on the subset."""
+    if study.baseline is None:
+        return None
+    return study.baseline.value if study.baseline.value is not None else study.baseline.subset_value
+
+
+def _status_text(study: StudyPublic) -> str:
+    return f"{study.status} ({_truncate(study.status_reason, 100)})" if study.status_reason else study.status
+
+
+def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: int) -> RenderableType:
+    """What `status` shows: the study line, progress bars (trials; each running trial's examples) and a table."""
+    from rich.console import Group
+    from rich import box
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("study", f"{study.id}  {study.name}")
+    head.add_row("status", _status_text(study))
+    objective = f"{_metric(study)} ({study.objective.get('direction', 'maximize')})"
+    head.add_row("objective", objective)
+    best = (f"{_fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else "-")
+    head.add_row("best", best)
+    head.add_row("baseline", _fmt_value(_baseline_value(study)))
+    if study.test is not None:
+        head.add_row("test", f"{study.test.metric} {_fmt_value(study.test.value)}")
+
+    p = study.progress
+    bars = Table.grid(padding=(0, 2))
+    bars.add_column(no_wrap=True)
+    bars.add_column(no_wrap=True)
+    bars.add_column(no_wrap=True)
+    counts = study.counts
+    detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("running", "complete", "pruned", "failed")
+                       if counts.get(k))
+    eta = f"  ETA {_fmt_duration(p.eta_seconds)}" if p.eta_seconds else ""
+    bars.add_row("trials", ProgressBar(total=max(p.n_trials, 1), completed=p.trials_finished, width=30),
+                 f"{p.trials_finished}/{p.n_trials} finished" + (f" ({detail})" if detail else "") + eta)
+    for r in p.running:
+        label = f"trial {r.number}"
+        eta_r = f"  ETA {_fmt_duration(r.eta_seconds)}" if r.eta_seconds else ""
+        if r.planned_examples:
+            bars.add_row(label, ProgressBar(total=r.planned_examples, completed=min(r.examples_seen,
+                                                                                      r.planned_examples), width=30),
+                         f"{r.examples_seen:,}/{r.planned_examples:,} examples{eta_r}")
+        else:
+            bars.add_row(label, "", f"{r.examples_seen:,} examples{eta_r}")
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for name, justify in (("#", "right"), ("state", "left"), (_metric(study), "right"), ("attempts", "right"),
+                          ("params", "left"), ("failure", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for t in trials:
+        state = t.state
+        if t.state == "running" and t.planned_examples:
+            state = f"running {100 * t.examples_seen / t.planned_examples:.0f}%"
+        table.add_row(str(t.number), state, _fmt_value(t.value), str(t.attempts), params_summary(t.params),
+                      _truncate(t.failure_reason, 60))
+    parts: list[Any] = [head, Text(""), bars, Text("")]
+    if trials:
+        parts.append(table)
+        if total_trials > len(trials):
+            parts.append(Text(f"(the last {len(trials)} of {total_trials} trials; see more with --limit)",
+                              style="dim"))
+    else:
+        parts.append(Text("no trials yet", style="dim"))
+    return Group(*parts)
+
+
+def _fetch(api: StsweepClient, study_id: str, limit: int) -> tuple[StudyPublic, list[TrialPublic], int]:
+    study = api.get_study(study_id)
+    page = api.list_trials(study_id, limit=min(limit, 500), sort="number", order="desc")
+    return study, list(reversed(page.items)), page.total
+
+
+def _progress_line(study: StudyPublic) -> str:
+    p = study.progress
+    best = f", best {_fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else ""
+    running = "".join(f", trial {r.number} {r.examples_seen:,}/{r.planned_examples or '?'}" for r in p.running)
+    return f"{study.id} {_status_text(study)}: {p.trials_finished}/{p.n_trials} trials finished{best}{running}"
+
+
+def watch(api: StsweepClient, study_id: str, *, interval: float, limit: int, console: Console) -> int:
+    """Refresh the status until the study is completed, stopped, failed or paused. On a terminal a live view;
+    otherwise (a log, a pipe) one line per change and the full status at the end. Returns the exit code:
+    1 when the study failed, else 0. Brief server hiccups (unreachable, 5xx) are retried for about 30 s."""
+    from service.client import StsweepClientError
+
+    misses = 0
+
+    def fetch() -> tuple[StudyPublic, list[TrialPublic], int] | None:
+        nonlocal misses
+        try:
+            got = _fetch(api, study_id, limit)
+        except StsweepClientError as exc:
+            if (exc.status == 0 or exc.status >= 500) and misses * interval < 30:
+                misses += 1
+                return None
+            raise
+        misses = 0
+        return got
+
+    state = _fetch(api, study_id, limit)
+    if console.is_terminal:
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(render_study(*state), console=console, auto_refresh=False) as live:
+            while state[0].status not in TERMINAL_STATUSES:
+                time.sleep(interval)
+                got = fetch()
+                if got is None:
+                    live.update(Group(render_study(*state), Text("server unreachable, retrying...",
+                                                                 style="yellow")), refresh=True)
+                    continue
+                state = got
+                live.update(render_study(*state), refresh=True)
+    else:
+        last = ""
+        while True:
+            line = _progress_line(state[0])
+            if line != last:
+                console.print(line, soft_wrap=True)
+                last = line
+            if state[0].status in TERMINAL_STATUSES:
+                break
+            time.sleep(interval)
+            state = fetch() or state
+        console.print(render_study(*state))
+    return 1 if state[0].status == "failed" else 0
+
+
+# ---------------------------------------------------------------- study commands
+
+
+def submit(
+    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False,
+                                         help="Study file: YAML, or JSON when it ends in .json; `-` reads stdin.")],
+    watch_: Annotated[bool, typer.Option("--watch", "-w", help="Then follow it like `status --watch`.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only validate the file locally; send nothing.")] = False,
+    idempotency_key: Annotated[Optional[str], typer.Option(
+        "--idempotency-key", metavar="KEY", help="Repeating a submit with the same key returns the same study.")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Submit a study file (YAML or JSON), validated locally first.
+
+    Errors read like the API's (`field: message`) and exit 2 before anything is sent.
+
+    The study id is printed on stdout, e.g. ID=$(stsweep submit study.yaml)."""
+    data = load_study_file(file)
+    validate_study(data)
+    if dry_run:
+        typer.echo(f"{'stdin' if str(file) == '-' else file}: valid study {data.get('name')!r}", err=True)
+        return
+    with _api(url, token) as api:
+        study = api.create_study(data, idempotency_key=idempotency_key)
+        typer.echo(study.id)
+        if not watch_:
+            typer.echo(f"submitted {study.name!r} ({study.status}); follow it with: stsweep status {study.id} --watch",
+                       err=True)
+            return
+        code = watch(api, study.id, interval=interval, limit=50, console=_console())
+    raise typer.Exit(code)
+
+
+def ls(
+    status: Annotated[Optional[str], typer.Option(
+        help="Only studies in this status: queued, running, paused, stopped, completed or failed.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many (newest first).")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List studies: id, name, status, trials finished / budget, best, baseline."""
+    statuses = ("queued", "running", "paused", "stopped", "completed", "failed")
+    if status is not None and status not in statuses:
+        _fail(f"--status must be one of {', '.join(statuses)}", 2)
+    with _api(url, token) as api:
+        page = api.list_studies(limit=limit, status=status)
+        if as_json:
+            typer.echo(json.dumps(page.model_dump(mode="json"), indent=2))
+            return
+        if not page.items:
+            typer.echo("no studies" + (f" with status {status}" if status else ""), err=True)
+            return
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for name, justify in (("id", "left"), ("name", "left"), ("status", "left"), ("trials", "right"),
+                              ("best", "right"), ("baseline", "right")):
+            table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
+        for s in page.items:
+            best = f"{_fmt_value(s.best.value)} #{s.best.trial_number}" if s.best else "-"
+            table.add_row(s.id, s.name, s.status, f"{s.progress.trials_finished}/{s.progress.n_trials}", best,
+                          _fmt_value(_baseline_value(s)))
+        console = _console()
+        console.print(table)
+        if page.total > len(page.items):
+            console.print(f"({len(page.items)} of {page.total} studies; see more with --limit)", style="dim")
+
+
+def status(
+    study_id: StudyIdArg,
+    watch_: Annotated[bool, typer.Option("--watch", "-w", help=(
+        "Refresh every --interval seconds until the study is completed, stopped, failed or paused "
+        "(exit 1 if it failed); Ctrl-C leaves."))] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Show the last this many trials.")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show a study's progress and trials (--watch to follow).
+
+    Progress bars: trials finished / budget, and each running trial's examples seen / planned.
+
+    Then a table of trials: number, state, value, attempts, params, failure reason."""
+    if as_json and watch_:
+        _fail("--json and --watch do not go together", 2)
+    with _api(url, token) as api:
+        if watch_:
+            code = watch(api, study_id, interval=interval, limit=limit, console=_console())
+        else:
+            study, trials, total = _fetch(api, study_id, limit)
+            if as_json:
+                typer.echo(json.dumps({"study": study.model_dump(mode="json", exclude={"spec"}),
+                                       "trials": [t.model_dump(mode="json") for t in trials],
+                                       "total_trials": total}, indent=2))
+            else:
+                _console().print(render_study(study, trials, total))
+            code = 0
+    raise typer.Exit(code)
+
+
+def best(
+    study_id: StudyIdArg,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The best trial: number, value, params, baseline and test score.
+
+    The baseline is the untrained base model on the same eval split.
+
+    Exits 1 while no trial has finished."""
+    with _api(url, token) as api:
+        study = api.get_study(study_id)
+        if study.best is None:
+            p = study.progress
+            _fail(f"study {study.id} has no finished trial yet ({study.status}, {p.trials_finished}/{p.n_trials} "
+                  "trials finished)")
+        baseline = _baseline_value(study)
+        if as_json:
+            typer.echo(json.dumps({
+                "study_id": study.id, "status": study.status, "metric": _metric(study),
+                "direction": study.objective.get("direction"), "trial_number": study.best.trial_number,
+                "value": study.best.value, "params": study.best.params, "baseline": baseline,
+                "test": study.test.model_dump() if study.test else None}, indent=2))
+            return
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_row("study", f"{study.id}  {study.name} ({study.status})")
+        grid.add_row("best trial", str(study.best.trial_number))
+        grid.add_row(_metric(study), _fmt_value(study.best.value))
+        delta = f" ({study.best.value - baseline:+.4f} for the tuned model)" if baseline is not None else ""
+        grid.add_row("baseline", _fmt_value(baseline) + delta)
+        if study.test is not None:
+            grid.add_row("test", f"{study.test.metric} {_fmt_value(study.test.value)}")
+        for i, (name, value) in enumerate((study.best.params or {}).items()):
+            grid.add_row("params" if i == 0 else "", f"{name} = {_fmt_param(value)}")
+        _console().print(grid)
+
+
+def pull(
+    study_id: StudyIdArg,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", show_default=False,
+                                      help="Folder to create (it must not exist, or be empty).")],
+    trial: Annotated[Optional[int], typer.Option(min=0, help="A finished trial's checkpoint instead of the best.")
+                     ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download the best model into DIR; load it with SentenceTransformer(DIR).
+
+    The download is checksum-verified and resumes if interrupted; DIR gets a README.md model card."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _fail(f"{out} exists and is not an empty folder", 2)
+    with _api(url, token) as api:
+        folder = api.pull(study_id, out, trial_number=trial)
+        typer.echo(str(folder))
+        typer.echo(f"pulled {'trial ' + str(trial) if trial is not None else 'the best trial'} of {study_id}; "
+                   f"load it with: SentenceTransformer({str(folder)!r})", err=True)
+
+
+def _change(action: str, study_id: str, url: str | None, token: str | None) -> None:
+    with _api(url, token) as api:
+        study = getattr(api, f"{action}_study")(study_id)
+        typer.echo(f"{study.id}: {study.status}")
+
+
+def pause(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Pause a study: no new trials start; running ones finish."""
+    _change("pause", study_id, url, token)
+
+
+def resume(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Resume a paused or stopped study."""
+    _change("resume", study_id, url, token)
+
+
+def stop(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Stop a study: running trials are interrupted and queued again.
+
+    They keep their checkpoint, so a later resume loses nothing."""
+    _change("stop", study_id, url, token)
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def _parse_columns(value: str | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    try:
+        columns = json.loads(value)
+    except json.JSONDecodeError as exc:
+        _fail(f"--columns must be a JSON object like '{{\"sentence1\": \"s1\"}}': {exc.msg}", 2)
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in columns.items()):
+        _fail("--columns must be a JSON object of role -> column name, e.g. '{\"sentence1\": \"s1\"}'", 2)
+    return columns
+
+
+def _parse_score_range(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        _fail(f"--score-range must be LOW,HIGH (e.g. 0,5), not {value!r}", 2)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        _fail(f"--score-range must be LOW,HIGH with LOW < HIGH, not {value!r}", 2)
+    return low, high
+
+
+def datasets_upload(
+    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False,
+                                         help="A CSV, TSV, JSONL or Parquet file.")],
+    task: Annotated[str, typer.Option(metavar="TASK", show_default=False,
+                                      help="scored_pairs, labelled_pairs, pairs or triplets.")],
+    columns: Annotated[Optional[str], typer.Option(
+        metavar="JSON", help="Task role -> column name, as JSON: '{\"sentence1\": \"s1\", \"score\": \"label\"}'.")
+    ] = None,
+    score_range: Annotated[Optional[str], typer.Option(
+        metavar="LOW,HIGH", help="Range of the score column (scored_pairs), e.g. 0,5. Default 0,1.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from "
+                                                                "the file name).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload a data set file (checked for the task by the server).
+
+    Prints its id (ds_...) on stdout; the same bytes always give the same id.
+
+    Use it in a study as `data: {train: {dataset_id: ds_...}}`."""
+    from service.tasks import TASKS
+
+    if task not in TASKS:
+        _fail(f"--task must be one of {', '.join(TASKS)}, not {task!r}", 2)
+    if fmt is not None and fmt not in ("csv", "tsv", "jsonl", "parquet"):
+        _fail(f"--format must be csv, tsv, jsonl or parquet, not {fmt!r}", 2)
+    cols = _parse_columns(columns)
+    rng = _parse_score_range(score_range)
+    if not file.is_file():
+        _fail(f"{file}: {'is a folder' if file.is_dir() else 'no such file'}", 2)
+    with _api(url, token) as api:
+        ds = api.upload_dataset(file, task, columns=cols, score_range=rng, format=fmt)
+        typer.echo(ds.id)
+        dups = f", {ds.duplicate_rows} duplicate" if ds.duplicate_rows else ""
+        typer.echo(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, {_fmt_bytes(ds.size_bytes)}, "
+                   f"columns {', '.join(c.name for c in ds.columns)}", err=True)
+
+
+def datasets_ls(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many (newest first).")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List uploaded data sets: id, file, format, rows, size, columns."""
+    with _api(url, token) as api:
+        page = api.list_datasets(limit=limit)
+        if as_json:
+            typer.echo(json.dumps(page.model_dump(mode="json"), indent=2))
+            return
+        if not page.items:
+            typer.echo("no data sets", err=True)
+            return
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for name, justify in (("id", "left"), ("file", "left"), ("format", "left"), ("rows", "right"),
+                              ("size", "right"), ("columns", "left"), ("created", "left")):
+            table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
+        for d in page.items:
+            table.add_row(d.id, d.filename, d.format, f"{d.row_count:,}", _fmt_bytes(d.size_bytes),
+                          ", ".join(c.name for c in d.columns), d.created_at.strftime("%Y-%m-%d %H:%M"))
+        console = _console()
+        console.print(table)
+        if page.total > len(page.items):
+            console.print(f"({len(page.items)} of {page.total} data sets; see more with --limit)", style="dim")
+
+
+# ---------------------------------------------------------------- registration
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the main `stsweep` app."""
+    for name, fn in (("submit", submit), ("ls", ls), ("status", status), ("best", best), ("pull", pull),
+                     ("pause", pause), ("resume", resume), ("stop", stop)):
+        app.command(name)(fn)
+    datasets_app = typer.Typer(help="Uploaded data sets: upload, ls.", no_args_is_help=True)
+    datasets_app.command("upload")(datasets_upload)
+    datasets_app.command("ls")(datasets_ls)
+    app.add_typer(datasets_app, name="datasets")

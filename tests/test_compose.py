@@ -1,0 +1,290 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker: every stsweep command a service runs exists in
+the CLI (subcommands, options and their values), every STSWEEP_* variable is a real setting, and the
+deployment's wiring (migrate first, a scalable GPU worker, one artifact volume) is as documented."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer
+import typer.main
+import yaml
+from sqlalchemy.engine import make_url
+
+from service.cli import app
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+# Recent Typer ships its own copy of Click, whose errors derive from typer.TyperException instead.
+USAGE_ERRORS = tuple(c for c in (click.ClickException, getattr(typer, "TyperException", None)) if c is not None)
+SETTINGS_VARS = {f"STSWEEP_{name.upper()}" for name in Settings.model_fields}
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """What Compose makes of a value when none of the variables is set: `${X:-default}` -> default."""
+    def sub(m: re.Match[str]) -> str:
+        op, arg = m.group(2), m.group(3) or ""
+        if op in (":-", "-"):
+            return arg
+        if op in (":?", "?"):
+            raise AssertionError(f"${{{m.group(1)}}} is required: the file must work with its defaults")
+        return ""
+
+    return INTERPOLATION.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+# ----------------------------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_stages() -> dict[str, dict[str, Any]]:
+    """Each `FROM ... AS name` stage: its base and its ENTRYPOINT / CMD (JSON form) if it sets them."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    stages: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            m = re.fullmatch(r"(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", rest.strip(), re.IGNORECASE)
+            assert m and m.group(2), f"every stage should be named: {line!r}"
+            current = stages[m.group(2)] = {"base": m.group(1)}
+        elif instruction in ("ENTRYPOINT", "CMD") and current is not None:
+            current[instruction] = yaml.safe_load(rest)  # the JSON (exec) form is a YAML flow list
+            assert isinstance(current[instruction], list), f"{instruction} should use the exec form: {line!r}"
+    return stages
+
+
+def image_entrypoint(target: str) -> list[str]:
+    stages = dockerfile_stages()
+    stage = stages[target]
+    while "ENTRYPOINT" not in stage and stage["base"] in stages:  # inherited from a stage it builds on
+        stage = stages[stage["base"]]
+    return stage.get("ENTRYPOINT", [])
+
+
+def test_dockerfile_has_api_and_worker_targets_running_stsweep() -> None:
+    stages = dockerfile_stages()
+    assert {"api", "worker"} <= set(stages)
+    for target in ("api", "worker"):
+        assert image_entrypoint(target) == ["stsweep"], target
+        assert "CMD" in stages[target], target
+        check_cli_args(stages[target]["CMD"], f"Dockerfile {target} CMD")
+    assert stages["worker"]["base"].replace("${CUDA_IMAGE}", cuda_image_default()).startswith("nvidia/cuda:")
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^USER\s+(?!root\b|0\b)\S+", text, re.MULTILINE), "the images should not run as root"
+
+
+def cuda_image_default() -> str:
+    m = re.search(r"^ARG\s+CUDA_IMAGE=(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    return m.group(1) if m else "${CUDA_IMAGE}"
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def check_cli_args(args: list[str], where: str) -> Any:
+    """Parse `stsweep ARGS` as the CLI would (subcommands, options, value types) without running anything."""
+    command: Any = typer.main.get_command(app)
+    path = ["stsweep"]
+    rest = list(args)
+    while isinstance(getattr(command, "commands", None), dict):  # a group (Click's, or Typer's copy of it)
+        assert rest, f"{where}: `{' '.join(path)}` needs a subcommand"
+        name = rest.pop(0)
+        sub = command.commands.get(name)
+        assert sub is not None, f"{where}: `{' '.join(path)}` has no subcommand {name!r} ({sorted(command.commands)})"
+        command, path = sub, [*path, name]
+    try:
+        command.make_context(" ".join(path), rest)
+    except USAGE_ERRORS as exc:
+        pytest.fail(f"{where}: `{' '.join(path + rest)}` is not a valid command line: {exc.format_message()}")
+    return command
+
+
+@pytest.mark.parametrize("args", [
+    ["nope"], ["db"], ["db", "upgrad"], ["serve", "--prot", "8000"], ["serve", "--port", "http"], ["worker", "--gpus"],
+])
+def test_the_command_check_rejects_what_the_cli_would(args: list[str]) -> None:
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
+        check_cli_args(args, "example")
+
+
+def service_argv(service: dict[str, Any]) -> list[str]:
+    entrypoint = service.get("entrypoint")
+    if entrypoint is None and "build" in service:
+        build = service["build"]
+        target = build.get("target") if isinstance(build, dict) else None
+        assert target, "services built here should name a Dockerfile target"
+        entrypoint = image_entrypoint(target)
+    if isinstance(entrypoint, str):
+        entrypoint = shlex.split(entrypoint)
+    command = service.get("command") or []
+    if isinstance(command, str):
+        command = shlex.split(command)
+    return [interpolate(str(a)) for a in [*(entrypoint or []), *command]]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("migrate", ["db", "upgrade"]),
+    ("api", ["serve"]),
+    ("worker", ["worker"]),
+])
+def test_each_service_runs_a_real_stsweep_command(services: dict[str, Any], name: str, expected: list[str]) -> None:
+    argv = service_argv(services[name])
+    assert argv[0] == "stsweep", f"{name} runs {argv}"
+    assert argv[1:1 + len(expected)] == expected
+    check_cli_args(argv[1:], name)
+
+
+def test_every_stsweep_command_in_the_file_exists(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        argv = service_argv(service)
+        if argv[:1] == ["stsweep"]:
+            check_cli_args(argv[1:], name)
+
+
+def test_api_listens_where_it_is_published_and_its_healthcheck_exists(services: dict[str, Any]) -> None:
+    api = services["api"]
+    argv = service_argv(api)
+    port = argv[argv.index("--port") + 1]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    published = [interpolate(str(p)) for p in api["ports"]]
+    assert published == [f"127.0.0.1:8000:{port}"], "by default the API is published on 127.0.0.1 only"
+    check = " ".join(api["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in check
+    from service.api.routes_health import router
+
+    assert "/healthz" in {route.path for route in router.routes}  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------ variables
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def test_every_stsweep_variable_is_a_setting() -> None:
+    """Also those in comments (the S3 alternatives), so a renamed setting cannot leave a dead example."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    named = set(re.findall(r"\bSTSWEEP_[A-Z0-9_]+", text))
+    assert "STSWEEP_DATABASE_URL" in named
+    assert named <= SETTINGS_VARS, f"not fields of service.settings.Settings: {sorted(named - SETTINGS_VARS)}"
+    assert {"STSWEEP_S3_ENDPOINT_URL", "STSWEEP_S3_ACCESS_KEY_ID", "STSWEEP_S3_SECRET_ACCESS_KEY"} <= named
+
+
+def test_settings_accept_the_services_environment(services: dict[str, Any]) -> None:
+    for name in ("migrate", "api", "worker"):
+        env = {k: interpolate(v) for k, v in environment(services[name]).items() if k.startswith("STSWEEP_")}
+        settings = Settings(_env_file=None, **{k.removeprefix("STSWEEP_").lower(): v for k, v in env.items()})
+        assert settings.database_url, name
+
+
+def test_database_url_points_at_the_postgres_service(services: dict[str, Any]) -> None:
+    pg_env = {k: interpolate(v) for k, v in environment(services["postgres"]).items()}
+    for name in ("migrate", "api", "worker"):
+        url = make_url(interpolate(environment(services[name])["STSWEEP_DATABASE_URL"]))
+        assert (url.host, url.port or 5432) == ("postgres", 5432), name
+        assert (url.username, url.password, url.database) == (
+            pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"]), name
+
+
+# ----------------------------------------------------------------------------------------------- the wiring
+
+
+def test_services_exist(services: dict[str, Any]) -> None:
+    assert {"postgres", "migrate", "api", "worker"} <= set(services)
+
+
+def test_postgres_has_a_volume_and_a_pg_isready_healthcheck(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert str(postgres["image"]).startswith("postgres:16")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    mounts = {m.target: m.source for m in mounts_of(postgres)}
+    assert mounts.get("/var/lib/postgresql/data") in compose.get("volumes", {})
+
+
+def test_migrate_runs_once_before_the_api_and_workers(services: dict[str, Any]) -> None:
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert str(services["migrate"].get("restart", "no")) == "no"
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_worker_reserves_an_nvidia_gpu_and_can_be_scaled(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and d.get("count") in (1, "all")
+               for d in devices), devices
+    assert "container_name" not in worker and "ports" not in worker
+    argv = service_argv(worker)
+    assert argv[argv.index("--gpus") + 1] == "all"
+
+
+class Mount:
+    def __init__(self, source: str, target: str, read_only: bool) -> None:
+        self.source, self.target, self.read_only = source, target, read_only
+
+
+def mounts_of(service: dict[str, Any]) -> list[Mount]:
+    out = []
+    for v in service.get("volumes", []):
+        if isinstance(v, dict):
+            out.append(Mount(interpolate(str(v.get("source", ""))), v["target"], bool(v.get("read_only"))))
+        else:
+            parts = interpolate(v).split(":")
+            out.append(Mount(parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def test_api_and_worker_share_the_artifact_volume_at_the_artifact_root(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    roots = {name: interpolate(environment(services[name])["STSWEEP_ARTIFACT_ROOT"]) for name in ("api", "worker")}
+    assert roots["api"] == roots["worker"] and roots["api"].startswith("/"), roots
+    sources = set()
+    for name in ("api", "worker"):
+        at_root = [m for m in mounts_of(services[name]) if m.target == roots[name]]
+        assert len(at_root) == 1 and not at_root[0].read_only, f"{name}: no writable mount at {roots[name]}"
+        sources.add(at_root[0].source)
+    assert len(sources) == 1 and sources <= set(compose.get("volumes", {})), "one named volume for both"
+
+
+def test_api_and_worker_see_the_data_root_at_the_same_path(services: dict[str, Any]) -> None:
+    for name in ("api", "worker"):
+        root = interpolate(environment(services[name])["STSWEEP_DATA_ROOT"])
+        assert [m for m in mounts_of(services[name]) if m.target == root], f"{name}: nothing mounted at {root}"
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    """Where the Compose plugin is installed, it has the last word on the file's syntax."""
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose is not installed here")
+    result = subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,160 @@
+"""The dashboard in a real headless Chromium (Debian's), against a real uvicorn server and database.
+
+Screenshots of both pages land in test-artifacts/ at the repository root."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from service import queue
+from service.api.app import create_app
+from service.context import Context
+from service.db import session_scope
+from tests.test_dashboard_api import curve, make_study, run_trial, seed, start_trial
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+TIMEOUT_MS = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(ctx: Context) -> Iterator[str]:
+    port = _free_port()
+    config = uvicorn.Config(create_app(ctx, run_reaper=False), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (install Debian's chromium package); CI must run browser tests")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); set CI=true to make this a failure")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def charts(page: object) -> dict[str, tuple[int, int]]:
+    """{chart id: (traces drawn, trials or params drawn)} from the charts' data attributes."""
+    pairs = page.evaluate(  # type: ignore[attr-defined]
+        "[...document.querySelectorAll('.chart')].map(d => [d.id, +d.dataset.traceCount, +d.dataset.items])")
+    return {chart: (traces, items) for chart, traces, items in pairs}
+
+
+def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token: str) -> None:
+    seeded = seed(ctx)
+    sid = seeded.study_id
+    other = make_study(ctx, n_trials=4, name="mpnet-quora")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})  # type: ignore[attr-defined]
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # No token: a sign-in form and no data.
+    page.goto(server + "/")
+    page.wait_for_selector("#sign-in-form", state="visible")
+    assert page.is_hidden("#app") and page.locator("[data-study-id]").count() == 0
+    page.fill("#token-input", "wrong-token")
+    page.click("#sign-in-button")
+    page.wait_for_selector("#sign-in-error", state="visible")
+    page.fill("#token-input", token)
+    page.click("#sign-in-button")
+
+    # Studies page: both studies, the right counts, one running worker.
+    row = page.wait_for_selector(f"tr[data-study-id='{sid}']")
+    assert page.locator(f"tr[data-study-id='{other}']").count() == 1
+    for state, n in (("complete", 3), ("pruned", 1), ("failed", 1), ("running", 1), ("queued", 6)):
+        assert row.query_selector(f"[data-count='{state}']").inner_text() == f"{n} {state}"
+    assert row.query_selector(f"[data-workers='{sid}']").inner_text() == "1"
+    assert "running" in row.inner_text() and "5 / 12 trials" in row.inner_text()
+    assert page.evaluate("sessionStorage.getItem('stsweep.token')") == token
+    page.select_option("#status-filter", "queued")
+    page.wait_for_function(f"!document.querySelector(\"tr[data-study-id='{sid}']\")")
+    page.select_option("#status-filter", "")
+    page.wait_for_selector(f"tr[data-study-id='{sid}']")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-studies.png"), full_page=True)
+
+    # Study page: every chart drawn with the right number of traces, the trials table filled.
+    page.click(f"tr[data-study-id='{sid}'] a.study-link")
+    for chart in ("chart-history", "chart-curves", "chart-parallel", "chart-importance"):
+        page.wait_for_selector(f"#{chart}[data-ready='1']")
+    # history: trial values + best so far; curves: one trace per group (best, complete, running, pruned) + the
+    # "pruned here" marks; parallel: one trace per objective bin in use + the colour bar; importance: the bars.
+    assert charts(page) == {"chart-history": (2, 3), "chart-curves": (5, 5), "chart-parallel": (4, 3),
+                            "chart-importance": (1, 5)}
+    assert page.locator("#chart-history .scatterlayer .point").count() == 3
+    assert page.locator("#chart-curves .scatterlayer .trace").count() == 5
+    assert page.locator("#chart-importance .barlayer .point").count() == 5
+    assert page.locator("#trials-table tbody tr").count() == 12
+    assert page.get_attribute("#study-status", "data-status") == "running"
+    assert page.inner_text("#best-params").count("0.8500") == 1
+
+    # Live: a trial reported and finished through the queue shows up without a reload.
+    page.evaluate("window.__sameDocument = true")
+    queue.report(ctx.sessions, seeded.running, 512, 0.74)
+    queue.finish(ctx.sessions, seeded.running, queue.Finish(state="complete", value=0.87), 3)
+    new = run_trial(ctx, seeded.workers["w1"], "complete", curve(0.75, 0.86, 0.91), 0.91, i=7)
+    page.wait_for_selector(f"#trials-table tr[data-trial='{new}'][data-state='complete']")
+    page.wait_for_function("document.getElementById('chart-parallel').dataset.items === '5'")
+    # the running trial finished and is no longer the only "running" group; #6 is the new best
+    assert charts(page) == {"chart-history": (2, 5), "chart-curves": (4, 6), "chart-parallel": (6, 5),
+                            "chart-importance": (1, 5)}
+    page.wait_for_selector("#study-counts [data-count='complete']:text('5 complete')")
+    assert page.evaluate("window.__sameDocument") is True
+    assert "0.9100" in page.inner_text("#summary-cards")
+    page.wait_for_selector("#chart-importance[data-ready='1']")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
+
+    # Stop: the status changes on the page and in the database.
+    page.click("#btn-stop")
+    page.wait_for_selector("#study-status[data-status='stopped']")
+    assert page.is_disabled("#btn-stop") and page.is_enabled("#btn-resume")
+    with session_scope(ctx.sessions) as s:
+        assert s.execute(text("SELECT status FROM studies WHERE id = :id"), {"id": sid}).scalar_one() == "stopped"
+
+    # Workers view: gpu-box-2 picks up the other study's first trial.
+    start_trial(ctx, seeded.workers["w2"], curve(0.5), 0)
+    page.click("nav a[data-nav='workers']")
+    busy = page.wait_for_selector(f"#workers-table tr[data-worker-id='{seeded.workers['w2']}']")
+    assert page.locator("#workers-table tbody tr[data-worker-id]").count() == 2
+    assert "busy" in busy.inner_text().lower() and f"{other} #0" in busy.inner_text()
+    assert "gpu-box-1" in page.inner_text("#workers-table")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-workers.png"), full_page=True)
+    assert errors == []

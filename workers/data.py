@@ -1,0 +1,119 @@
+"""Build a study's train / eval / eval-subset / test datasets from its DataSpec.
+
+Every random choice (split, train subset, eval subset) is seeded from the spec, so every trial of a study (and
+every worker) sees exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from datasets import Dataset
+
+from service.errors import InvalidInput
+from service.spec import DataRef, DataSpec, StudySpec
+from service.tabular import read_table, to_records
+from service.tasks import TASKS, TaskInfo
+
+Records = dict[str, list[Any]]
+Resolver = Callable[[DataRef], Path]
+
+
+@dataclass
+class StudyData:
+    train: Dataset
+    eval: Dataset  # the full eval split: the objective of a finished trial
+    eval_subset: Dataset  # max_eval_samples random rows of eval: intermediate values, pruning, early stopping
+    test: Dataset | None = None
+
+
+def build_datasets(spec: StudySpec, resolve: Resolver) -> StudyData:
+    info = TASKS[spec.task]
+    data = spec.data
+    if data.split is not None:
+        source = load_ref(data.split.source, "data.split.source", info, data, resolve)
+        train, eval_, test = split_records(source, data.split.eval_fraction, data.split.test_fraction,
+                                           data.split.seed)
+    else:
+        assert data.train is not None and data.eval is not None
+        train = load_ref(data.train, "data.train", info, data, resolve)
+        eval_ = load_ref(data.eval, "data.eval", info, data, resolve)
+        test = load_ref(data.test, "data.test", info, data, resolve) if data.test is not None else None
+    if data.max_train_samples is not None:
+        train = subset(train, data.max_train_samples, data.seed)
+    eval_subset = eval_ if spec.evaluation.max_eval_samples is None else subset(
+        eval_, spec.evaluation.max_eval_samples, spec.seed)
+    return StudyData(train=to_dataset(train, info), eval=to_dataset(eval_, info),
+                     eval_subset=to_dataset(eval_subset, info),
+                     test=to_dataset(test, info) if test is not None and n_rows(test) else None)
+
+
+def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: Resolver) -> Records:
+    """One referenced data set as validated canonical records (scores rescaled to 0..1)."""
+    if ref.hf is not None:
+        table = _load_hf(ref, field)
+    else:
+        path = resolve(ref)
+        if not Path(path).is_file():
+            raise InvalidInput(f"{path} does not exist", field=f"{field}.{'path' if ref.path else 'dataset_id'}")
+        table = read_table(Path(path))
+    return to_records(table, info, data.columns, data.score_range, field=field)
+
+
+def _load_hf(ref: DataRef, field: str) -> pa.Table:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(ref.hf, ref.config, split=ref.split)
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch is the user's input at fault here
+        raise InvalidInput(f"could not load Hugging Face dataset {ref.hf!r} (config {ref.config!r}, split "
+                           f"{ref.split!r}): {type(exc).__name__}: {exc}. Without network access, upload "
+                           f"the data and use dataset_id or path instead.", field=f"{field}.hf") from exc
+    if not isinstance(ds, Dataset):
+        raise InvalidInput(f"{ref.hf!r} split {ref.split!r} is not a single table", field=f"{field}.split")
+    return pa.Table.from_pydict(ds.to_dict())
+
+
+def n_rows(records: Records) -> int:
+    return len(next(iter(records.values()))) if records else 0
+
+
+def take(records: Records, indices: list[int]) -> Records:
+    return {k: [v[i] for i in indices] for k, v in records.items()}
+
+
+def subset(records: Records, n: int, seed: int) -> Records:
+    """n rows drawn at random (seeded) without replacement, kept in file order; all rows when n >= len."""
+    total = n_rows(records)
+    if n >= total:
+        return records
+    return take(records, sorted(random.Random(seed).sample(range(total), n)))
+
+
+def split_records(records: Records, eval_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[Records, Records, Records | None]:
+    """Shuffle (seeded) and cut into train / eval / test; eval gets at least one row, train keeps at least one."""
+    total = n_rows(records)
+    if total < 2:
+        raise InvalidInput("the split source needs at least 2 rows", field="data.split.source")
+    order = list(range(total))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(total * eval_fraction))
+    n_test = max(1, round(total * test_fraction)) if test_fraction > 0 else 0
+    if n_eval + n_test >= total:
+        n_test = max(0, total - n_eval - 1)
+    eval_idx = sorted(order[:n_eval])
+    test_idx = sorted(order[n_eval:n_eval + n_test])
+    train_idx = sorted(order[n_eval + n_test:])
+    test = take(records, test_idx) if n_test else None
+    return take(records, train_idx), take(records, eval_idx), test
+
+
+def to_dataset(records: Records, info: TaskInfo) -> Dataset:
+    """A datasets.Dataset with the task's columns in the task's order (the order the loss expects)."""
+    return Dataset.from_dict({c: records[c] for c in info.columns})

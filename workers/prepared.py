@@ -1,0 +1,85 @@
+"""What a worker keeps warm between trials of one study: the base model, the datasets and the evaluators."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from sentence_transformers import SentenceTransformer
+
+from service.spec import StudySpec
+from workers.data import Resolver, StudyData, build_datasets
+from workers.evaluation import Evaluator, build_evaluator, evaluate
+from workers.modelref import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+class PreparedStudy:
+    """Built once per (worker, study); every trial then starts from `fresh_model()` in a fraction of a second."""
+
+    def __init__(self, spec: StudySpec, resolve: Resolver, device: str = "cpu",
+                 data: StudyData | None = None) -> None:
+        self.spec = spec
+        self.device = device
+        self.metric: str = spec.objective.metric or ""
+        self.maximize = spec.objective.direction == "maximize"
+        self.data = data if data is not None else build_datasets(spec, resolve)
+        # The pristine base model stays on the CPU and is never trained; trials get deep copies.
+        self._base = SentenceTransformer(resolve_model(spec.base_model), device="cpu")
+        self._base.eval()
+        self.subset_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval_subset, "subset")
+        self.full_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval, "eval")
+        self.test_evaluator: Evaluator | None = (
+            build_evaluator(spec.task, self.data.test, "test") if self.data.test is not None else None)
+        self._baseline: tuple[float, float] | None = None
+
+    @property
+    def train_dataset(self):  # noqa: ANN201 - datasets.Dataset
+        return self.data.train
+
+    def fresh_model(self, device: str | None = None) -> SentenceTransformer:
+        """A copy of the untouched base model on `device` (default: the study's device)."""
+        model = copy.deepcopy(self._base)
+        return model.to(device or self.device)
+
+    def is_better(self, value: float, best: float | None, threshold: float = 0.0) -> bool:
+        """Whether `value` improves on `best` by more than `threshold` in the objective's direction."""
+        if best is None:
+            return True
+        return (value - best > threshold) if self.maximize else (best - value > threshold)
+
+    # -------------------------------------------------------------- evaluation
+
+    def evaluate_subset(self, model: SentenceTransformer) -> tuple[float, dict[str, float]]:
+        return evaluate(self.subset_evaluator, model, self.metric)
+
+    def evaluate_full(self, model: SentenceTransformer) -> tuple[float, dict[str, float]]:
+        return evaluate(self.full_evaluator, model, self.metric)
+
+    def evaluate_test(self, model: SentenceTransformer) -> tuple[float, dict[str, float]] | None:
+        if self.test_evaluator is None:
+            return None
+        return evaluate(self.test_evaluator, model, self.metric)
+
+    def baseline(self) -> tuple[float, float]:
+        """The base model's objective on the eval subset and the full eval split, without training (cached)."""
+        if self._baseline is None:
+            model = self.fresh_model()
+            subset_value, _ = self.evaluate_subset(model)
+            full_value, _ = self.evaluate_full(model)
+            self._baseline = (subset_value, full_value)
+            del model
+        return self._baseline
+
+    def describe(self) -> dict[str, int | str | None]:
+        return {"train_rows": len(self.data.train), "eval_rows": len(self.data.eval),
+                "eval_subset_rows": len(self.data.eval_subset),
+                "test_rows": len(self.data.test) if self.data.test is not None else None,
+                "base_model": self.spec.base_model}
+
+
+def prepare(spec: StudySpec, resolve: Resolver, device: str) -> PreparedStudy:
+    log.info("preparing study %s on %s", spec.name, device)
+    return PreparedStudy(spec, resolve, device)
+

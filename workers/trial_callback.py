@@ -1,0 +1,162 @@
+"""The trainer callback that evaluates at examples-seen points, reports, early-stops, prunes and checkpoints.
+
+`TrialProgress` is the part of a trial's state the trainer does not keep itself (best value and weights,
+early-stopping counter, reported points); it travels in every checkpoint folder as `stsweep_state.json` +
+`stsweep_best.safetensors`, beside the trainer's own files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from workers.contract import TrialHooks
+from workers.prepared import PreparedStudy
+
+STATE_FILE = "stsweep_state.json"
+BEST_FILE = "stsweep_best.safetensors"
+FORMAT = 1
+
+StopReason = Literal["pruned", "interrupted", "early_stopped"]
+
+
+@dataclass
+class TrialProgress:
+    best_value: float | None = None
+    best_examples: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the best weights
+    bad_evals: int = 0  # evaluations since the last improvement
+    reported: set[int] = field(default_factory=set)
+    last_value: float | None = None
+    last_eval_examples: int = 0
+    status: StopReason | None = None
+
+    def save(self, folder: Path, examples_seen: int, global_step: int) -> None:
+        meta = {"format": FORMAT, "examples_seen": examples_seen, "global_step": global_step,
+                "best_value": self.best_value, "best_examples": self.best_examples, "bad_evals": self.bad_evals,
+                "reported": sorted(self.reported), "last_value": self.last_value,
+                "last_eval_examples": self.last_eval_examples, "has_best_state": self.best_state is not None}
+        if self.best_state is not None:
+            save_file({k: v.contiguous() for k, v in self.best_state.items()}, str(folder / BEST_FILE))
+        (folder / STATE_FILE).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> TrialProgress:
+        meta = json.loads((Path(folder) / STATE_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder}: unknown checkpoint format {meta.get('format')!r}")
+        best = load_file(str(Path(folder) / BEST_FILE)) if meta.get("has_best_state") else None
+        return cls(best_value=meta["best_value"], best_examples=meta["best_examples"], best_state=best,
+                   bad_evals=int(meta["bad_evals"]), reported={int(x) for x in meta["reported"]},
+                   last_value=meta["last_value"], last_eval_examples=int(meta["last_eval_examples"]))
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class TrialCallback(TrainerCallback):
+    def __init__(self, prepared: PreparedStudy, hooks: TrialHooks, progress: TrialProgress, *, eval_every: int,
+                 examples_per_step: int, patience: int | None, threshold: float) -> None:
+        self.prepared = prepared
+        self.hooks = hooks
+        self.progress = progress
+        self.eval_every = eval_every
+        self.examples_per_step = examples_per_step
+        self.patience = patience
+        self.threshold = threshold
+        self.examples_seen = 0
+        self.planned_examples = 0
+        self.next_point = 1  # k of the next evaluation point k * eval_every
+
+    # -------------------------------------------------------------- evaluation, best state
+
+    def evaluate(self, model: SentenceTransformer) -> float:
+        value, _ = self.prepared.evaluate_subset(model)
+        return value
+
+    def consider(self, model: SentenceTransformer, value: float, examples: int) -> None:
+        """Update best state and the early-stopping counter with an evaluation of the current model."""
+        p = self.progress
+        p.last_eval_examples = examples
+        if not math.isfinite(value):  # a diverged model (NaN embeddings) never becomes the best
+            p.bad_evals += 1
+            return
+        if p.best_value is None or self.prepared.is_better(value, p.best_value, self.threshold):
+            p.best_value, p.best_examples, p.bad_evals = value, examples, 0
+            p.best_state = cpu_state(model)
+        else:
+            p.bad_evals += 1
+            # A tiny gain below the threshold does not reset patience, but the better weights are still kept.
+            if self.prepared.is_better(value, p.best_value):
+                p.best_value, p.best_examples, p.best_state = value, examples, cpu_state(model)
+
+    # -------------------------------------------------------------- trainer events
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self.planned_examples = state.max_steps * self.examples_per_step
+        self.examples_seen = state.global_step * self.examples_per_step
+        self.next_point = self.examples_seen // self.eval_every + 1
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    model: SentenceTransformer | None = None, **kwargs: Any) -> TrainerControl:
+        self.examples_seen = examples = state.global_step * self.examples_per_step
+        self.hooks.progress(examples, self.planned_examples)
+        last_k = examples // self.eval_every
+        if last_k >= self.next_point and model is not None:
+            points = [k * self.eval_every for k in range(self.next_point, last_k + 1)]
+            self.next_point = last_k + 1
+            if self._evaluate_at(model, points, examples, control):
+                return control
+        if self.hooks.interrupted():
+            self.progress.status = "interrupted"
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def _evaluate_at(self, model: SentenceTransformer, points: list[int], examples: int,
+                     control: TrainerControl) -> bool:
+        """Evaluate, report each nominal point crossed, update best/patience. True when training must stop."""
+        p = self.progress
+        value = self.evaluate(model)
+        p.last_value = value
+        for point in points:
+            if point in p.reported:
+                continue
+            p.reported.add(point)
+            if self.hooks.report(point, value):
+                p.status = "pruned"
+                control.should_training_stop = True
+                return True
+        self.consider(model, value, examples)
+        if self.patience is not None and p.bad_evals >= self.patience:
+            p.status = "early_stopped"
+            control.should_training_stop = True
+            return True
+        if self.hooks.checkpoint_due():
+            control.should_save = True
+        return False
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: Any) -> None:
+        run_dir = Path(args.output_dir)
+        folder = run_dir / f"checkpoint-{state.global_step}"
+        self.progress.save(folder, self.examples_seen, state.global_step)
+        self.hooks.save_checkpoint(folder, self.examples_seen)
+        for old in run_dir.glob("checkpoint-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def release(self) -> None:
+        """Drop references to big objects once the trial is over."""
+        self.progress.best_state = None
