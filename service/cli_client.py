@@ -146,39 +146,10 @@ def _console() -> Console:
 # ---------------------------------------------------------------- study files
 
 
-def _yaml_loader() -> type:
-    """PyYAML's SafeLoader, with YAML 1.2 floats (`1e-5` is a number, not the string "1e-5", which would make
-    `learning_rate: 1e-5` fail as "not a number") and duplicate keys refused instead of silently overwritten."""
-    import yaml
-
-    class StudyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            if isinstance(node, yaml.MappingNode):
-                seen: set[Any] = set()
-                for key_node, _ in node.value:
-                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                        continue
-                    key = self.construct_object(key_node, deep=deep)
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
-                            key_node.start_mark)
-                    seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    StudyLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-        list("-+0123456789."))
-    return StudyLoader
-
-
 def load_study_file(path: Path) -> dict[str, Any]:
     """A study file (YAML, or JSON for *.json; `-` reads YAML from stdin) as a dict, or exit 2 with one line."""
+    from service.study_files import StudyFileError, parse_study_text
+
     name = "stdin" if str(path) == "-" else str(path)
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
@@ -188,28 +159,10 @@ def load_study_file(path: Path) -> dict[str, Any]:
         _fail(f"{name} is a folder, not a study file", 2)
     except OSError as exc:
         _fail(f"cannot read {name}: {exc.strerror or exc}", 2)
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            _fail(f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", 2)
-    else:
-        import yaml
-
-        try:
-            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            _fail(f"{name}: invalid YAML{where}: {exc.problem or exc.context or exc}", 2)
-        except yaml.YAMLError as exc:
-            _fail(f"{name}: invalid YAML: {exc}", 2)
-    if data is None:
-        _fail(f"{name} is empty; a study file holds one mapping (name, task, data, search_space, ...)", 2)
-    if not isinstance(data, dict):
-        _fail(f"{name}: a study file holds one mapping (name, task, data, search_space, ...), "
-              f"not a {type(data).__name__}", 2)
-    return data
+    try:
+        return parse_study_text(text, name, is_json=path.suffix.lower() == ".json")
+    except StudyFileError as exc:
+        _fail(str(exc), 2)
 
 
 def validate_study(data: dict[str, Any]) -> None:

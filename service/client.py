@@ -27,10 +27,10 @@ from urllib.parse import quote
 import httpx
 
 from service.archive import safe_extract
-from service.datasets import DatasetPublic
 from service.errors import UnsafeArchive
 from service.model_card import merge_cards, render_model_card
-from service.schemas import Page, StudyPublic, TrialPublic
+from service.schemas import DatasetPublic, Page, StudyPublic, TrialPublic
+from service.study_files import parse_study_text
 
 _CHUNK = 1024 * 1024
 
@@ -325,16 +325,7 @@ class StsweepClient:
 
 
 def _load_spec(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a study file must hold one mapping")
-    return data
+    return parse_study_text(path.read_text(encoding="utf-8"), str(path), is_json=path.suffix.lower() == ".json")
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:

@@ -15,11 +15,9 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +26,7 @@ from service.artifacts.store import HashingWriter
 from service.context import Context
 from service.db import session_scope
 from service.errors import Conflict, InvalidInput, NotFound
-from service.schemas import Page
+from service.schemas import ColumnInfo, DatasetPublic, Page
 from service.tabular import check_rows, detect_format, read_table
 from service.tasks import TASKS
 
@@ -36,26 +34,6 @@ DATASET_ID = re.compile(r"^ds_[0-9a-f]{16}$")
 DEFAULT_SCORE_RANGE = (0.0, 1.0)  # the same default as a study's data.score_range
 MAX_FILENAME = 255
 _PREVIEW_TEXT = 500  # characters of a text value kept in a preview
-
-
-class ColumnInfo(BaseModel):
-    name: str
-    type: str  # the Arrow type as read (CSV/TSV columns are always "string")
-    role: str | None = None  # the task role this column was checked as, at upload
-
-
-class DatasetPublic(BaseModel):
-    id: str
-    sha256: str
-    filename: str
-    format: str
-    size_bytes: int
-    row_count: int
-    columns: list[ColumnInfo]
-    duplicate_rows: int
-    preview: list[dict[str, Any]] | None = None  # first rows; omitted in lists
-    created_at: datetime
-    used_by: list[str] | None = None  # ids of studies referencing it; only on a single read
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def watch(client: StsweepClient, study_id: str, console: Console, poll: float = 
                   TimeElapsedColumn(), console=console, transient=False) as bars:
         trials_bar = bars.add_task("trials", total=None, detail="")
         running_bar = bars.add_task("current trial", total=None, detail="")
+        ended_at = time.monotonic()
         while True:
             study = client.get_study(study_id)
             p = study.progress
@@ -87,15 +88,26 @@ def watch(client: StsweepClient, study_id: str, console: Console, poll: float = 
                 r = p.running[0]
                 bars.update(running_bar, total=r.planned_examples or None, completed=r.examples_seen,
                             detail=f"#{r.number}: {r.examples_seen}/{r.planned_examples or '?'} examples")
-            if study.status in TERMINAL:
+            if study.status in TERMINAL and not awaiting_test_score(study, time.monotonic() - ended_at):
                 return study
+            if study.status not in TERMINAL:
+                ended_at = time.monotonic()
             time.sleep(poll)
+
+
+def awaiting_test_score(study: StudyPublic, waited: float, patience: float = 120.0) -> bool:
+    """A completed study with a test split gets its winner scored on it just after completing."""
+    has_test = bool(study.spec and (study.spec["data"].get("test") or
+                                    (study.spec["data"].get("split") or {}).get("test_fraction")))
+    return study.status == "completed" and has_test and study.test is None and waited < patience
 
 
 def run_demo(settings: Settings, *, host: str, port: int, trials: int, out: Path, train: Path | None,
              eval_: Path | None, test: Path | None, hf: str | None, score_range: tuple[float, float],
              max_train_samples: int | None, every_n_examples: int, console: Console) -> int:
-    with running_stack(settings, host, port, worker_args=("--gpus", "all")) as stack:
+    logs = settings.home / "logs"
+    with running_stack(settings, host, port, worker_args=("--gpus", "all"), log_dir=logs) as stack:
+        console.print(f"logs: {logs}/api.log, {logs}/worker.log")
         console.print(f"dashboard: [bold]{stack.url}/[/bold]   token: [bold]{stack.token}[/bold]")
         with StsweepClient(stack.url, stack.token, timeout=120) as client:
             if hf is not None:

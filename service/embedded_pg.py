@@ -4,6 +4,7 @@ runs in a data folder under STSWEEP_HOME. Processes on the same home share one s
 from __future__ import annotations
 
 import logging
+import warnings
 
 from service.settings import Settings
 
@@ -14,13 +15,17 @@ def database_url(settings: Settings) -> str:
     """The URL to use: the configured one, or the embedded server's (started if needed)."""
     if settings.database_url:
         return settings.database_url
-    import pgserver  # only needed without a URL
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.simplefilter("ignore")
+        import pgserver  # only needed without a URL
 
     datadir = settings.home / "pgdata"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process that opened it exits; child processes
     # (`stsweep up` starts the API and workers) get its URL in STSWEEP_DATABASE_URL instead of a handle.
-    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(datadir, cleanup_mode="stop")
     uri = server.get_uri()
     log.info("using the embedded PostgreSQL in %s", datadir)
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)

@@ -104,3 +104,23 @@ class WorkerPublic(BaseModel):
     heartbeat_age_seconds: float
     trials_done: int
     started_at: datetime
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: str  # the Arrow type as read (CSV/TSV columns are always "string")
+    role: str | None = None  # the task role this column was checked as, at upload
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    sha256: str
+    filename: str
+    format: str
+    size_bytes: int
+    row_count: int
+    columns: list[ColumnInfo]
+    duplicate_rows: int
+    preview: list[dict[str, Any]] | None = None  # first rows; omitted in lists
+    created_at: datetime
+    used_by: list[str] | None = None  # ids of studies referencing it; only on a single read

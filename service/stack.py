@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -56,9 +57,9 @@ def wait_until_healthy(url: str, procs: tuple[subprocess.Popen[bytes], ...], tim
 
 @contextmanager
 def running_stack(settings: Settings, host: str, port: int, *, workers: bool = True,
-                  worker_args: tuple[str, ...] = ()) -> Iterator[Stack]:
+                  worker_args: tuple[str, ...] = (), log_dir: Path | None = None) -> Iterator[Stack]:
     """Migrate, mint a token, start the API and the workers; on exit stop them gracefully (SIGTERM, then the
-    grace period, then SIGKILL)."""
+    grace period, then SIGKILL). With `log_dir`, their output goes to api.log and worker.log there."""
     database_url = prepare_database(settings)
     ctx = Context(settings, database_url)
     try:
@@ -67,17 +68,25 @@ def running_stack(settings: Settings, host: str, port: int, *, workers: bool = T
         ctx.close()
     env = _child_env(settings, database_url)
     python = sys.executable
-    # Own sessions: a Ctrl-C in the terminal reaches only us, and we pass on exactly one SIGTERM.
-    procs = [subprocess.Popen([python, "-m", "service.cli", "serve", "--host", host, "--port", str(port)], env=env,
-                              start_new_session=True)]
+    commands = [("api", [python, "-m", "service.cli", "serve", "--host", host, "--port", str(port)])]
     if workers:
-        procs.append(subprocess.Popen([python, "-m", "workers", *worker_args], env=env, start_new_session=True))
+        commands.append(("worker", [python, "-m", "workers", *worker_args]))
+    procs = [_start(cmd, env, log_dir / f"{name}.log" if log_dir else None) for name, cmd in commands]
     stack = Stack(url=f"http://{host}:{port}", token=token, database_url=database_url, processes=tuple(procs))
     try:
         wait_until_healthy(stack.url, stack.processes)
         yield stack
     finally:
         stop_processes(stack.processes, settings.shutdown_grace_seconds)
+
+
+def _start(cmd: list[str], env: dict[str, str], log_file: Path | None) -> subprocess.Popen[bytes]:
+    """A child in its own session: a Ctrl-C in the terminal reaches only us, and we pass on one SIGTERM."""
+    if log_file is None:
+        return subprocess.Popen(cmd, env=env, start_new_session=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop_processes(procs: tuple[subprocess.Popen[bytes], ...], grace: float) -> None:

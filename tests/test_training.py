@@ -151,7 +151,7 @@ def test_prune_stops_at_once(prepared: PreparedStudy, tmp_path: Path) -> None:
     assert [step for step, _ in hooks.reports] == [80]
     assert outcome.examples_seen == 80
     assert outcome.value == hooks.reports[0][1]
-    assert outcome.value < 0.7  # lr=1.0 wrecks the model
+    assert not outcome.value >= 0.7  # lr=1.0 wrecks the model (NaN counts too)
 
 
 @slow

@@ -51,8 +51,11 @@ class Heartbeat(threading.Thread):
             if not beat.keep_running:
                 self.study_stopped.set()
         except LeaseLost:
-            log.warning("trial %s: lease lost; abandoning the attempt", lease.trial_id if lease else "?")
-            self.lease_lost.set()
+            with self._lock:
+                current = self._lease is lease  # not a trial that just ended while we were beating
+            if current:
+                log.warning("trial %s: lease lost; abandoning the attempt", lease.trial_id if lease else "?")
+                self.lease_lost.set()
         except StsweepError as exc:
             log.warning("heartbeat failed: %s", exc.message)
         except Exception:  # noqa: BLE001 - the heartbeat must outlive a bad round (database restarting, ...)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -32,6 +33,10 @@ from workers.signals import ShutdownSignals
 from workers.training import train_trial
 
 log = logging.getLogger("stsweep.worker")
+
+
+class TrainingDiverged(StsweepError):
+    """A trial whose kept model scores NaN or infinity: a failure, never a result."""
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Worker:
         work_dir.mkdir(parents=True, exist_ok=True)
         label = f"{claim.study_id} #{claim.number} (attempt {claim.attempt})"
         trial: optuna.trial.Trial | None = None
+        params: dict[str, Any] = claim.params or {}
         try:
             state = self.study_state(claim.study_id)
             self.ensure_baseline(state)
@@ -104,7 +110,7 @@ class Worker:
         except LeaseLost:
             log.warning("trial %s: lease lost; another attempt owns it now", label)
         except Exception as exc:  # noqa: BLE001 - a fault in one trial is data, not the end of the worker
-            self.fail(claim, trial, exc, label)
+            self.fail(claim, trial, params, exc, label)
         finally:
             self.heartbeat.watch(None)
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -169,6 +175,8 @@ class Worker:
             log.info("trial %s #%d: given back to the queue at %d examples", claim.study_id, claim.number,
                      outcome.examples_seen)
             return
+        if outcome.status == "complete" and not math.isfinite(outcome.value or math.nan):
+            raise TrainingDiverged(f"the full evaluation gave {outcome.value}: training diverged")
         finish = queue.Finish(state="pruned", value=outcome.value, examples_seen=outcome.examples_seen)
         if outcome.status == "complete":
             assert outcome.best_model_dir is not None and outcome.value is not None
@@ -189,11 +197,12 @@ class Worker:
         log.info("trial %s #%d: %s, value %s", claim.study_id, claim.number, outcome.status, outcome.value)
         self.after_trial(claim, state, status)
 
-    def fail(self, claim: queue.Claim, trial: optuna.trial.Trial | None, exc: BaseException, label: str) -> None:
+    def fail(self, claim: queue.Claim, trial: optuna.trial.Trial | None, params: dict[str, Any],
+             exc: BaseException, label: str) -> None:
         oom = is_out_of_memory(exc)
         if oom:
             free_memory()
-            batch = (claim.params or {}).get("per_device_train_batch_size")
+            batch = params.get("per_device_train_batch_size")
             reason = f"out of memory on {self.device}" + (f" with batch size {batch}" if batch else "")
         elif isinstance(exc, StsweepError):
             reason = exc.message

@@ -41,12 +41,18 @@ def run_worker(settings: Settings, *, gpus: str | None = "all", trials_per_gpu: 
                max_trials: int | None = None, exit_when_idle: float | None = None) -> int:
     """Run one worker in this process, or supervise one child process per GPU slot. Returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if device is None:
         ids = visible_gpus(gpus)
         if len(ids) > 1 or trials_per_gpu > 1:
             return supervise(settings, ids or [-1], trials_per_gpu, max_trials, exit_when_idle)
         device = f"cuda:{ids[0]}" if ids else "cpu"
+    from transformers.utils import logging as hf_logging
+
     from workers.loop import Worker  # imports torch: only in the process that trains
+
+    hf_logging.disable_progress_bar()
 
     signals = ShutdownSignals(settings.shutdown_grace_seconds)
     signals.install()

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service import datasets
 from service.api.deps import ContextDep, SessionsDep, TokenDep
-from service.datasets import DatasetPublic, Spool
+from service.datasets import Spool
+from service.schemas import DatasetPublic
 from service.errors import InvalidInput, PayloadTooLarge, StsweepError
 from service.schemas import Page
 
