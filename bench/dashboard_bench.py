@@ -150,38 +150,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _browser_render(f: Any) -> None:
     """Wall time in Chromium: navigation to the study page until all four charts and the table are drawn."""
-    import threading
-
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from tests.test_dashboard_browser import ARGS, CHROMIUM, _free_port
+    from tests.live import serve_in_thread
+    from tests.test_dashboard_browser import ARGS, CHROMIUM
 
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(f.ctx, run_reaper=False), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
-    while not srv.started:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
     ready = ("['chart-history','chart-curves','chart-parallel','chart-importance']"
              ".every(id => document.getElementById(id)?.dataset.ready === '1') "
              "&& document.querySelectorAll('#trials-table tbody tr[data-trial]').length > 0")
-    try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = b.new_page(viewport={"width": 1440, "height": 1000})
-            page.goto(base + "/")
-            page.evaluate(f"sessionStorage.setItem('stsweep.token', '{f.token}')")
-            print("\n== ours in Chromium: study page, navigation until every chart is drawn (wall time)")
-            for attempt in ("first (plotly.js not cached)", "again", "again"):
-                t = time.perf_counter()
-                page.goto(f"{base}/?r={time.time()}#/studies/{f.study_id}")
-                page.wait_for_function(ready, timeout=60_000)
-                print(f"  {attempt:30s} {ms(time.perf_counter() - t)}")
-            b.close()
-    finally:
-        srv.should_exit = True
+    with serve_in_thread(create_app(f.ctx, run_reaper=False)) as base, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(base + "/")
+        page.evaluate(f"sessionStorage.setItem('stsweep.token', '{f.token}')")
+        print("\n== ours in Chromium: study page, navigation until every chart is drawn (wall time)")
+        for attempt in ("first (plotly.js not cached)", "again", "again"):
+            t = time.perf_counter()
+            page.goto(f"{base}/?r={time.time()}#/studies/{f.study_id}")
+            page.wait_for_function(ready, timeout=60_000)
+            print(f"  {attempt:30s} {ms(time.perf_counter() - t)}")
+        b.close()
 
 
 def _running_leases(ctx: Any, study_id: str) -> list[queue.Lease]:

@@ -15,6 +15,7 @@ from service.auth import create_token
 from service.context import Context
 from service.settings import Settings
 from tests import pg
+from tests.live import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT.parent / "shared" / "data" / "stsbenchmark"
@@ -86,6 +87,13 @@ def client(ctx: Context, token: str) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as c:
         c.headers["Authorization"] = f"Bearer {token}"
         yield c
+
+
+@pytest.fixture
+def live_server(ctx: Context) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port, in a thread; yields its base URL."""
+    with serve_in_thread(create_app(ctx, run_reaper=False)) as url:
+        yield url
 
 
 def pytest_configure(config: pytest.Config) -> None:

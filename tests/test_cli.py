@@ -14,9 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ import httpx
 import pytest
 
 from service import queue
-from service.api.app import create_app
 from service.client_config import DEFAULT_URL, ClientConfigError, config_path, resolve
 from service.context import Context
 
@@ -57,26 +54,8 @@ PAIRS = [{"sentence1": f"a man plays guitar {i}", "sentence2": f"someone plays m
 
 
 @pytest.fixture
-def server(ctx: Context) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, run_reaper=False), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
+def server(live_server: str) -> str:
+    return live_server
 
 
 @pytest.fixture

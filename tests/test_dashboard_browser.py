@@ -5,18 +5,13 @@ Screenshots of both pages land in test-artifacts/ at the repository root."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from service import queue
-from service.api.app import create_app
 from service.context import Context
 from service.db import session_scope
 from tests.test_dashboard_api import curve, make_study, run_trial, seed, start_trial
@@ -30,28 +25,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 TIMEOUT_MS = 20_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(ctx: Context) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(create_app(ctx, run_reaper=False), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+def server(live_server: str) -> str:
+    return live_server
 
 
 @pytest.fixture
