@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +25,24 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 import click
 import typer
 
+from service.cli_render import (
+    baseline_value,
+    fetch_status,
+    fmt_bytes,
+    fmt_param,
+    fmt_value,
+    metric_name,
+    one_line,
+    render_study,
+    watch,
+)
 from service.client_config import ClientConfig, ClientConfigError, resolve
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console
 
     from service.client import StsweepClient
-    from service.schemas import StudyPublic, TrialPublic
 
-TERMINAL_STATUSES = ("completed", "stopped", "failed", "paused")
 EXIT_INTERRUPTED = 130
 
 # ---------------------------------------------------------------- options shared by every command
@@ -54,12 +62,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 # ---------------------------------------------------------------- errors
 
 
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split()) or "unknown error"
-
-
 def _fail(message: object, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {_one_line(message)}", err=True, fg=typer.colors.RED)
+    typer.secho(f"error: {one_line(message)}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
 
@@ -77,7 +81,7 @@ def _client_error_message(exc: Any, cfg: ClientConfig) -> str:
         if cause is None:
             detail = exc.message
         else:  # some httpx errors (timeouts) have no text: name them
-            detail = _one_line(cause) if str(cause).strip() else type(cause).__name__
+            detail = one_line(cause) if str(cause).strip() else type(cause).__name__
         return (f"cannot reach the stsweep server at {cfg.url} ({detail}); is it running? "
                 f"Set the address with --url, STSWEEP_URL or `url` in {cfg.config_path}")
     if exc.status == 401:
@@ -181,202 +185,6 @@ def validate_study(data: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- formatting
 
 
-def _fmt_value(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _fmt_param(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.3g}"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-_SHORT = {"learning_rate": "lr", "per_device_train_batch_size": "batch", "num_train_epochs": "epochs",
-          "warmup_ratio": "warmup", "weight_decay": "wd", "max_grad_norm": "clip", "max_seq_length": "seq_len",
-          "gradient_accumulation_steps": "accum", "lr_scheduler_type": "sched"}
-
-
-def params_summary(params: dict[str, Any] | None) -> str:
-    if not params:
-        return "-"
-    return " ".join(f"{_SHORT.get(k, k)}={_fmt_param(v)}" for k, v in params.items())
-
-
-def _truncate(text: str | None, width: int = 80) -> str:
-    if not text:
-        return ""
-    line = _one_line(text)
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def _metric(study: StudyPublic) -> str:
-    return str(study.objective.get("metric") or "value")
-
-
-def _baseline_value(study: StudyPublic) -> float | None:
-    """The untrained base model on the full eval split (what trial values compare to), else on the subset."""
-    if study.baseline is None:
-        return None
-    return study.baseline.value if study.baseline.value is not None else study.baseline.subset_value
-
-
-def _status_text(study: StudyPublic) -> str:
-    return f"{study.status} ({_truncate(study.status_reason, 100)})" if study.status_reason else study.status
-
-
-def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: int) -> RenderableType:
-    """What `status` shows: the study line, progress bars (trials; each running trial's examples) and a table."""
-    from rich.console import Group
-    from rich import box
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
-
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row("study", f"{study.id}  {study.name}")
-    head.add_row("status", _status_text(study))
-    objective = f"{_metric(study)} ({study.objective.get('direction', 'maximize')})"
-    head.add_row("objective", objective)
-    best = (f"{_fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else "-")
-    head.add_row("best", best)
-    head.add_row("baseline", _fmt_value(_baseline_value(study)))
-    if study.test is not None:
-        head.add_row("test", f"{study.test.metric} {_fmt_value(study.test.value)}")
-
-    p = study.progress
-    bars = Table.grid(padding=(0, 2))
-    bars.add_column(no_wrap=True)
-    bars.add_column(no_wrap=True)
-    bars.add_column(no_wrap=True)
-    counts = study.counts
-    detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("running", "complete", "pruned", "failed")
-                       if counts.get(k))
-    eta = f"  ETA {_fmt_duration(p.eta_seconds)}" if p.eta_seconds else ""
-    bars.add_row("trials", ProgressBar(total=max(p.n_trials, 1), completed=p.trials_finished, width=30),
-                 f"{p.trials_finished}/{p.n_trials} finished" + (f" ({detail})" if detail else "") + eta)
-    for r in p.running:
-        label = f"trial {r.number}"
-        eta_r = f"  ETA {_fmt_duration(r.eta_seconds)}" if r.eta_seconds else ""
-        if r.planned_examples:
-            bars.add_row(label, ProgressBar(total=r.planned_examples, completed=min(r.examples_seen,
-                                                                                      r.planned_examples), width=30),
-                         f"{r.examples_seen:,}/{r.planned_examples:,} examples{eta_r}")
-        else:
-            bars.add_row(label, "", f"{r.examples_seen:,} examples{eta_r}")
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for name, justify in (("#", "right"), ("state", "left"), (_metric(study), "right"), ("attempts", "right"),
-                          ("params", "left"), ("failure", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for t in trials:
-        state = t.state
-        if t.state == "running" and t.planned_examples:
-            state = f"running {100 * t.examples_seen / t.planned_examples:.0f}%"
-        table.add_row(str(t.number), state, _fmt_value(t.value), str(t.attempts), params_summary(t.params),
-                      _truncate(t.failure_reason, 60))
-    parts: list[Any] = [head, Text(""), bars, Text("")]
-    if trials:
-        parts.append(table)
-        if total_trials > len(trials):
-            parts.append(Text(f"(the last {len(trials)} of {total_trials} trials; see more with --limit)",
-                              style="dim"))
-    else:
-        parts.append(Text("no trials yet", style="dim"))
-    return Group(*parts)
-
-
-def _fetch(api: StsweepClient, study_id: str, limit: int) -> tuple[StudyPublic, list[TrialPublic], int]:
-    study = api.get_study(study_id)
-    page = api.list_trials(study_id, limit=min(limit, 500), sort="number", order="desc")
-    return study, list(reversed(page.items)), page.total
-
-
-def _progress_line(study: StudyPublic) -> str:
-    p = study.progress
-    best = f", best {_fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else ""
-    running = "".join(f", trial {r.number} {r.examples_seen:,}/{r.planned_examples or '?'}" for r in p.running)
-    return f"{study.id} {_status_text(study)}: {p.trials_finished}/{p.n_trials} trials finished{best}{running}"
-
-
-def watch(api: StsweepClient, study_id: str, *, interval: float, limit: int, console: Console) -> int:
-    """Refresh the status until the study is completed, stopped, failed or paused. On a terminal a live view;
-    otherwise (a log, a pipe) one line per change and the full status at the end. Returns the exit code:
-    1 when the study failed, else 0. Brief server hiccups (unreachable, 5xx) are retried for about 30 s."""
-    from service.client import StsweepClientError
-
-    misses = 0
-
-    def fetch() -> tuple[StudyPublic, list[TrialPublic], int] | None:
-        nonlocal misses
-        try:
-            got = _fetch(api, study_id, limit)
-        except StsweepClientError as exc:
-            if (exc.status == 0 or exc.status >= 500) and misses * interval < 30:
-                misses += 1
-                return None
-            raise
-        misses = 0
-        return got
-
-    state = _fetch(api, study_id, limit)
-    if console.is_terminal:
-        from rich.console import Group
-        from rich.live import Live
-        from rich.text import Text
-
-        with Live(render_study(*state), console=console, auto_refresh=False) as live:
-            while state[0].status not in TERMINAL_STATUSES:
-                time.sleep(interval)
-                got = fetch()
-                if got is None:
-                    live.update(Group(render_study(*state), Text("server unreachable, retrying...",
-                                                                 style="yellow")), refresh=True)
-                    continue
-                state = got
-                live.update(render_study(*state), refresh=True)
-    else:
-        last = ""
-        while True:
-            line = _progress_line(state[0])
-            if line != last:
-                console.print(line, soft_wrap=True)
-                last = line
-            if state[0].status in TERMINAL_STATUSES:
-                break
-            time.sleep(interval)
-            state = fetch() or state
-        console.print(render_study(*state))
-    return 1 if state[0].status == "failed" else 0
-
-
 # ---------------------------------------------------------------- study commands
 
 
@@ -441,9 +249,9 @@ def ls(
                               ("best", "right"), ("baseline", "right")):
             table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
         for s in page.items:
-            best = f"{_fmt_value(s.best.value)} #{s.best.trial_number}" if s.best else "-"
+            best = f"{fmt_value(s.best.value)} #{s.best.trial_number}" if s.best else "-"
             table.add_row(s.id, s.name, s.status, f"{s.progress.trials_finished}/{s.progress.n_trials}", best,
-                          _fmt_value(_baseline_value(s)))
+                          fmt_value(baseline_value(s)))
         console = _console()
         console.print(table)
         if page.total > len(page.items):
@@ -472,7 +280,7 @@ def status(
         if watch_:
             code = watch(api, study_id, interval=interval, limit=limit, console=_console())
         else:
-            study, trials, total = _fetch(api, study_id, limit)
+            study, trials, total = fetch_status(api, study_id, limit)
             if as_json:
                 typer.echo(json.dumps({"study": study.model_dump(mode="json", exclude={"spec"}),
                                        "trials": [t.model_dump(mode="json") for t in trials],
@@ -500,10 +308,10 @@ def best(
             p = study.progress
             _fail(f"study {study.id} has no finished trial yet ({study.status}, {p.trials_finished}/{p.n_trials} "
                   "trials finished)")
-        baseline = _baseline_value(study)
+        baseline = baseline_value(study)
         if as_json:
             typer.echo(json.dumps({
-                "study_id": study.id, "status": study.status, "metric": _metric(study),
+                "study_id": study.id, "status": study.status, "metric": metric_name(study),
                 "direction": study.objective.get("direction"), "trial_number": study.best.trial_number,
                 "value": study.best.value, "params": study.best.params, "baseline": baseline,
                 "test": study.test.model_dump() if study.test else None}, indent=2))
@@ -515,13 +323,13 @@ def best(
         grid.add_column()
         grid.add_row("study", f"{study.id}  {study.name} ({study.status})")
         grid.add_row("best trial", str(study.best.trial_number))
-        grid.add_row(_metric(study), _fmt_value(study.best.value))
+        grid.add_row(metric_name(study), fmt_value(study.best.value))
         delta = f" ({study.best.value - baseline:+.4f} for the tuned model)" if baseline is not None else ""
-        grid.add_row("baseline", _fmt_value(baseline) + delta)
+        grid.add_row("baseline", fmt_value(baseline) + delta)
         if study.test is not None:
-            grid.add_row("test", f"{study.test.metric} {_fmt_value(study.test.value)}")
+            grid.add_row("test", f"{study.test.metric} {fmt_value(study.test.value)}")
         for i, (name, value) in enumerate((study.best.params or {}).items()):
-            grid.add_row("params" if i == 0 else "", f"{name} = {_fmt_param(value)}")
+            grid.add_row("params" if i == 0 else "", f"{name} = {fmt_param(value)}")
         _console().print(grid)
 
 
@@ -634,7 +442,7 @@ def datasets_upload(
         ds = api.upload_dataset(file, task, columns=cols, score_range=rng, format=fmt)
         typer.echo(ds.id)
         dups = f", {ds.duplicate_rows} duplicate" if ds.duplicate_rows else ""
-        typer.echo(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, {_fmt_bytes(ds.size_bytes)}, "
+        typer.echo(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, {fmt_bytes(ds.size_bytes)}, "
                    f"columns {', '.join(c.name for c in ds.columns)}", err=True)
 
 
@@ -661,7 +469,7 @@ def datasets_ls(
                               ("size", "right"), ("columns", "left"), ("created", "left")):
             table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
         for d in page.items:
-            table.add_row(d.id, d.filename, d.format, f"{d.row_count:,}", _fmt_bytes(d.size_bytes),
+            table.add_row(d.id, d.filename, d.format, f"{d.row_count:,}", fmt_bytes(d.size_bytes),
                           ", ".join(c.name for c in d.columns), d.created_at.strftime("%Y-%m-%d %H:%M"))
         console = _console()
         console.print(table)

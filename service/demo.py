@@ -4,21 +4,17 @@ pulls the best checkpoint and prints its score next to the untrained baseline's.
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from service.cli_render import watch
 from service.client import StsweepClient
 from service.schemas import StudyPublic
 from service.settings import Settings
 from service.stack import running_stack
-
-TERMINAL = {"completed", "failed", "stopped", "paused"}
-
 
 def demo_data_dir() -> Path:
     return Path(str(resources.files("service") / "demo_data"))
@@ -70,38 +66,6 @@ def hf_data(name: str, max_train_samples: int | None) -> dict[str, Any]:
     return data
 
 
-def watch(client: StsweepClient, study_id: str, console: Console, poll: float = 1.0) -> StudyPublic:
-    """Progress bars until the study ends: trials finished / budget, and the running trial's examples."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as bars:
-        trials_bar = bars.add_task("trials", total=None, detail="")
-        running_bar = bars.add_task("current trial", total=None, detail="")
-        ended_at = time.monotonic()
-        while True:
-            study = client.get_study(study_id)
-            p = study.progress
-            best = f"best {study.best.value:.4f}" if study.best else "best -"
-            base = f"baseline {study.baseline.value:.4f}" if study.baseline and study.baseline.value else ""
-            bars.update(trials_bar, total=p.n_trials, completed=p.trials_finished,
-                        detail=f"{p.trials_finished}/{p.n_trials}  {best}  {base}")
-            if p.running:
-                r = p.running[0]
-                bars.update(running_bar, total=r.planned_examples or None, completed=r.examples_seen,
-                            detail=f"#{r.number}: {r.examples_seen}/{r.planned_examples or '?'} examples")
-            if study.status in TERMINAL and not awaiting_test_score(study, time.monotonic() - ended_at):
-                return study
-            if study.status not in TERMINAL:
-                ended_at = time.monotonic()
-            time.sleep(poll)
-
-
-def awaiting_test_score(study: StudyPublic, waited: float, patience: float = 120.0) -> bool:
-    """A completed study with a test split gets its winner scored on it just after completing."""
-    has_test = bool(study.spec and (study.spec["data"].get("test") or
-                                    (study.spec["data"].get("split") or {}).get("test_fraction")))
-    return study.status == "completed" and has_test and study.test is None and waited < patience
-
-
 def run_demo(settings: Settings, *, host: str, port: int, trials: int, out: Path, train: Path | None,
              eval_: Path | None, test: Path | None, hf: str | None, score_range: tuple[float, float],
              max_train_samples: int | None, every_n_examples: int, console: Console) -> int:
@@ -120,7 +84,8 @@ def run_demo(settings: Settings, *, host: str, port: int, trials: int, out: Path
                                    (0.0, 1.0) if bundled else score_range, max_train_samples)
             study = client.create_study(demo_study(data, trials, every_n_examples))
             console.print(f"study [bold]{study.id}[/bold]: {trials} trials of {study.spec and study.spec['base_model']}")
-            final = watch(client, study.id, console)
+            watch(client, study.id, interval=1.0, limit=10, console=console)
+            final = client.get_study(study.id)
             if final.status != "completed" or final.best is None:
                 console.print(f"[red]study ended {final.status}: {final.status_reason or 'no trial completed'}")
                 return 1
