@@ -38,6 +38,7 @@ import gc
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -94,6 +95,8 @@ class Run:
     first_step: float | None = None
     train_end: float | None = None
     subset_evals: int = 0  # every subset evaluation, reported or not
+    eval_wrapper_s: float | None = None  # (a): trainer.evaluate() time beyond the evaluator's own
+    claimed: float | None = None  # (c): trials.started_at (start is after the baseline for the first trial)
 
 
 # ------------------------------------------------------------------ data
@@ -184,6 +187,12 @@ def trainer_class() -> type:
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
             return None
 
+        def evaluate(self, *a: Any, **k: Any) -> Any:  # timed, to see what the trainer adds to the evaluator
+            t = time.time()
+            out = super().evaluate(*a, **k)
+            self.__dict__.setdefault("evaluate_calls", []).append((t, time.time()))
+            return out
+
     return Trainer
 
 
@@ -249,9 +258,12 @@ def run_plain(sh: Shared, configs: list[Config]) -> list[Run]:
         t_built = time.time()
         trainer.train()
         value = value_of(sh.full_eval(model))
-        run = Run(cfg, t0, evals=[e for _, e in sh.subset_eval.calls], end=time.time(), value=value,
+        calls = sh.subset_eval.calls
+        wrapper = (sum(e - s for s, e in trainer.__dict__.get("evaluate_calls", []))
+                   - sum(e - s for s, e in calls))
+        run = Run(cfg, t0, evals=[e for _, e in calls], end=time.time(), value=value,
                   load_s=t_loaded - t0, build_s=t_built - t_loaded, first_step=stamps.first_step,
-                  train_end=stamps.train_end, subset_evals=len(sh.subset_eval.calls))
+                  train_end=stamps.train_end, subset_evals=len(calls), eval_wrapper_s=wrapper)
         runs.append(run)
         print(f"  (a) {cfg.label}: {run.end - run.start:6.1f} s, value {value:.4f} "
               f"({stamps.max_steps} steps, {run.subset_evals} subset evals)", flush=True)
@@ -349,6 +361,33 @@ def study_body(configs: list[Config], args: argparse.Namespace) -> dict[str, Any
     }
 
 
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def measured(name: str, loads: dict[str, tuple[float, float]], foreign: dict[str, float]) -> Iterator[None]:
+    """Load average before/after, and the CPU seconds used meanwhile by processes other than this one and its
+    children (other people's jobs; PostgreSQL too): how noisy the machine was during one way."""
+    l0, m0 = os.getloadavg()[0], machine_busy_seconds()
+    ours0 = cpu_seconds() + cpu_seconds(resource.RUSAGE_CHILDREN)
+    yield
+    ours = cpu_seconds() + cpu_seconds(resource.RUSAGE_CHILDREN) - ours0
+    loads[name] = (l0, os.getloadavg()[0])
+    foreign[name] = machine_busy_seconds() - m0 - ours
+
+
 @contextlib.contextmanager
 def env_set(**values: str) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}
@@ -406,6 +445,8 @@ class Stsweep:
     micro: dict[str, Any]
     log_tail: str
     checkpoint_bytes: int = 0
+    cpu_worker: float | None = None  # CPU seconds (user + sys) of the worker process
+    cpu_api: float | None = None  # of the API server process (PostgreSQL's own processes not counted)
 
 
 def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, Any]],
@@ -459,18 +500,21 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                     raise RuntimeError(f"POST /v1/studies answered {r.status_code}: {r.text[:2000]}")
                 study_id = str(r.json()["id"])
                 t_spawn = time.time()
+                cpu0 = cpu_seconds(resource.RUSAGE_CHILDREN)
                 with worker_log.open("wb") as out:
                     worker = subprocess.Popen(
                         [sys.executable, "-m", "workers", "--device", "cpu", "--exit-when-idle", "3"],
                         cwd=ROOT, env=wenv, stdout=out, stderr=subprocess.STDOUT)
                 rc = worker.wait(timeout=args.worker_timeout)
                 t_exit = time.time()
+                cpu_worker = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
                 study = client.get(f"/v1/studies/{study_id}").json()
         finally:
             if worker is not None and worker.poll() is None:
                 worker.kill()
                 worker.wait()
             api.__exit__(None, None, None)
+        cpu_api = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0 - cpu_worker
         with ctx.engine.connect() as conn:
             finished = conn.execute(text("SELECT extract(epoch FROM finished_at) FROM studies WHERE id = :s"),
                                     {"s": study_id}).scalar()
@@ -483,13 +527,15 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                 "ON t.id = iv.trial_id WHERE t.study_id = :s ORDER BY iv.trial_id, iv.examples_seen"),
                 {"s": study_id}).all()
         log = parse_log(worker_log)
+        baseline_done = first(log, r"study \S+: baseline")
         runs = []
         for t in trials:
             p = t.params or {}
+            claimed = float(t.s) if t.s is not None else 0.0
+            start = max(claimed, baseline_done) if baseline_done and not runs else claimed
             run = Run(Config(float(p.get("learning_rate", 0)), int(p.get("per_device_train_batch_size", 0))),
-                      float(t.s) if t.s is not None else 0.0,
-                      evals=[float(c) for tid, c in points if tid == t.id],
-                      end=float(t.f) if t.f is not None else 0.0, value=t.value)
+                      start, evals=[float(c) for tid, c in points if tid == t.id],
+                      end=float(t.f) if t.f is not None else 0.0, value=t.value, claimed=claimed)
             runs.append(run)
         micro = microbench(sh, ctx, study_id, configs)
         return Stsweep(runs=runs, post=t_post, spawn=t_spawn, finished=float(finished or t_exit), exit=t_exit,
@@ -497,7 +543,8 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                        baseline=(study.get("baseline") or {}).get("value"),
                        baseline_subset=(study.get("baseline") or {}).get("subset_value"), log=log, micro=micro,
                        log_tail=worker_log.read_text(errors="replace")[-3000:],
-                       checkpoint_bytes=int(sum(t.checkpoint_bytes or 0 for t in trials)))
+                       checkpoint_bytes=int(sum(t.checkpoint_bytes or 0 for t in trials)),
+                       cpu_worker=cpu_worker, cpu_api=cpu_api)
     finally:
         if ctx is not None:
             ctx.close()
@@ -586,6 +633,15 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
     for _ in range(reps):
         prepared.evaluate_subset(model)
     out["subset_eval_s"] = (time.perf_counter() - t) / reps
+    from workers.trial_callback import cpu_state
+
+    copies = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        state = cpu_state(model)
+        copies.append(time.perf_counter() - t)
+        del state
+    out["best_copy_s"] = statistics.median(copies)
     del model, prepared
     gc.collect()
     return out
@@ -598,16 +654,19 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def phases(run: Run) -> tuple[float, float, float]:
-    """(start -> first reported eval, first -> last reported eval, last reported eval -> value)."""
-    if not run.evals:
+def phases(run: Run, args: argparse.Namespace) -> tuple[float, float, float]:
+    """(start -> first reported eval, first -> last reported eval, last reported eval -> value). (a) and (b) also
+    evaluate when training ends between two points (transformers v5 evaluates at the last step, stsweep judges the
+    final state): that evaluation is not a reported point and falls in the last phase, as in (c)."""
+    evals = run.evals[:reported_points(args, run.config)]
+    if not evals:
         return run.end - run.start, 0.0, 0.0
-    return run.evals[0] - run.start, run.evals[-1] - run.evals[0], run.end - run.evals[-1]
+    return evals[0] - run.start, evals[-1] - evals[0], run.end - evals[-1]
 
 
 def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, float], a: list[Run] | None,
            b: tuple[list[Run], float, float] | None, c: Stsweep | None, loads: dict[str, tuple[float, float]],
-           total_s: float) -> None:
+           cpu: dict[str, float], foreign: dict[str, float], total_s: float) -> None:
     wall_a = a[-1].end - a[0].start if a else None
     wall_b = b[2] if b else None
     wall_c = c.finished - c.post if c else None
@@ -624,20 +683,28 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
     print(f"{len(configs)} configurations ({', '.join(c.label for c in configs)}), CoSENTLoss, 1 epoch, warmup 0.1; "
           f"{args.pairs} train pairs, eval every {args.every} examples on {args.max_eval_samples} of "
           f"{args.eval_pairs} dev pairs, value = all {args.eval_pairs}; {args.threads} torch threads; "
-          f"machine {os.cpu_count()} cores; load average " + ", ".join(f"{k} {v[0]:.1f}->{v[1]:.1f}"
-                                                                      for k, v in loads.items()))
+          f"machine {os.cpu_count()} cores")
+    print("noise: load average " + ", ".join(f"({k}) {v[0]:.1f}->{v[1]:.1f}" for k, v in loads.items())
+          + "; CPU used by other processes meanwhile (other jobs, PostgreSQL) "
+          + ", ".join(f"({k}) {v:.0f} s" for k, v in foreign.items()))
     print(f"untrained all-MiniLM-L6-v2: subset {base[0]:.4f}, full {base[1]:.4f}")
-    head = f"{'way':<52} {'wall s':>8} {'/ (a)':>7}  {'best value':>10}  best config"
+    head = f"{'way':<52} {'wall s':>8} {'/ (a)':>7}  {'CPU s':>7} {'/ (a)':>6}  {'best value':>10}  best config"
     print(head)
     print("-" * len(head))
-    rows = [("(a) plain script per configuration", wall_a, best(a)),
-            ("(b) hyperparameter_search (optuna, model_init)", wall_b, best(b[0] if b else None)),
-            ("(c) stsweep: POST -> study completed", wall_c, best(c.runs if c else None)),
-            ("(c') the same without the worker's start-up", wall_c2, None)]
-    for label, wall, br in rows:
+    rows = [("(a) plain script per configuration", wall_a, cpu.get("a"), best(a)),
+            ("(b) hyperparameter_search (optuna, model_init)", wall_b, cpu.get("b"), best(b[0] if b else None)),
+            ("(c) stsweep: POST -> study completed", wall_c, cpu.get("c"), best(c.runs if c else None)),
+            ("(c') the same without the worker's start-up", wall_c2, None, None)]
+    for label, wall, cs, br in rows:
         ratio = f"{wall / wall_a:7.3f}" if wall is not None and wall_a else f"{'-':>7}"
+        cratio = f"{cs / cpu['a']:6.3f}" if cs is not None and cpu.get("a") else f"{'-':>6}"
         bv = fmt(br.value, ".4f") if br else "-"
-        print(f"{label:<52} {fmt(wall):>8} {ratio}  {bv:>10}  {br.config.label if br else ''}")
+        print(f"{label:<52} {fmt(wall):>8} {ratio}  {fmt(cs):>7} {cratio}  {bv:>10}  "
+              f"{br.config.label if br else ''}")
+    print("CPU s: user + sys of this process for (a) and (b); of the worker process, spawn to exit, for (c) (its "
+          "start-up and idle exit included; the API process "
+          + (f"{c.cpu_api:.1f} s in all, its own start-up included" if c and c.cpu_api is not None else "-")
+          + ", and PostgreSQL, not counted)")
     print()
     if wall_a and wall_c is not None:
         r = wall_c / wall_a
@@ -666,7 +733,8 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
     print()
     print("per configuration, seconds: start -> 1st reported eval | 1st -> last reported eval | last eval -> value "
           "| total")
-    print("  (a) start = model load; (b) start = model_init; (c) start = claim (trials.started_at), a reported "
+    print("  (a) start = model load; (b) start = model_init; (c) start = claim (trials.started_at; for the first "
+          "trial the end of the study's baseline, reported below), a reported "
           "eval = intermediate_values.created_at, value = trials.finished_at")
     sums: dict[str, list[float]] = {}
     for cfg in configs:
@@ -675,7 +743,7 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
             r = next((r for r in runs or [] if r.config == cfg), None)
             if r is None:
                 continue
-            p = phases(r)
+            p = phases(r, args)
             s = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
             for i, x in enumerate((*p, r.end - r.start)):
                 s[i] += x
@@ -692,7 +760,8 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
     if a:
         print(f"  (a) per configuration: model load {statistics.median(r.load_s or 0 for r in a):.2f} s, "
               f"trainer construction {statistics.median(r.build_s or 0 for r in a):.2f} s (medians); "
-              f"subset evals {[r.subset_evals for r in a]}")
+              f"subset evals {[r.subset_evals for r in a]}; trainer.evaluate() beyond the evaluator itself "
+              f"{', '.join(fmt(r.eval_wrapper_s, '.2f') for r in a)} s")
     if b:
         print(f"  (b) trainer construction (calls model_init once more) {b[1]:.1f} s; per trial model_init "
               f"{statistics.median(r.load_s or 0 for r in b[0]):.2f} s (median)")
@@ -704,7 +773,7 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
         basel = first(log, r"study \S+: baseline")
         training = all_of(log, r"trial \S+ #(\d+) \(attempt \d+\): training")
         complete = all_of(log, r"trial \S+ #(\d+): complete")
-        starts = [r.start for r in c.runs]
+        starts = [r.claimed or r.start for r in c.runs]
         print(f"  POST -> worker spawned {c.spawn - c.post:.2f}; worker start-up (spawn -> 'ready': python, torch, "
               f"connect, register) {fmt(startup, '.2f')}; 'ready' -> first claim "
               f"{fmt(starts[0] - ready if ready and starts else None, '.2f')}")
@@ -731,20 +800,25 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
         print(f"    per study: PreparedStudy {m['prepare_s']:.2f} s + baseline (subset + full eval) "
               f"{m['baseline_s']:.2f} s")
         print(f"    per completed trial: final model save_pretrained {m['save_s']:.2f} s + artifact store put_dir "
-              f"(tar, fsync) {m['upload_s']:.2f} s; one subset eval ({args.max_eval_samples} pairs) "
-              f"{m['subset_eval_s']:.2f} s (stsweep adds one when training ends between evaluation points)")
-        n_extra = sum(1 for r in c.runs if _ends_between(args, r.config))
-        print(f"    -> known extras of (c) over (a): baseline {m['baseline_s']:.1f} + {len(c.runs)} x save/upload "
-              f"{len(c.runs) * (m['save_s'] + m['upload_s']):.1f} + {n_extra} end-of-training subset evals "
-              f"{n_extra * m['subset_eval_s']:.1f} - {len(c.runs) - 1} model loads saved "
-              f"{(len(c.runs) - 1) * max(0.0, m['cold_setup_s'] - m['warm_setup_s']):.1f} (set-up difference); "
-              f"checkpoints kept {c.checkpoint_bytes / 2**20:.0f} MiB")
+              f"(tar, fsync) {m['upload_s']:.2f} s; a copy of the best weights (at each improvement) "
+              f"{m['best_copy_s']:.2f} s; for scale, one subset eval ({args.max_eval_samples} pairs) "
+              f"{m['subset_eval_s']:.2f} s")
+        n = len(c.runs)
+        setup_diff = n * (m["warm_setup_s"] - m["cold_setup_s"])  # every stsweep trial copies, every (a) run loads
+        known = m["prepare_s"] + m["baseline_s"] + n * (m["save_s"] + m["upload_s"]) + setup_diff
+        share = f" ({100 * known / wall_a:.1f}% of (a))" if wall_a else ""
+        print(f"    -> known extras of (c) over (a): prepare {m['prepare_s']:.1f} + baseline {m['baseline_s']:.1f} + "
+              f"{n} x final save/upload {n * (m['save_s'] + m['upload_s']):.1f} {'+' if setup_diff >= 0 else '-'} "
+              f"{n} x (warm - cold set-up) {abs(setup_diff):.1f} = {known:.1f} s{share}; same evaluation counts "
+              f"as (a) (transformers v5 also evaluates at the last step); final checkpoints stored "
+              f"{c.checkpoint_bytes / 2**20:.0f} MiB")
     print(f"\ntotal run {total_s:.0f} s")
 
 
-def _ends_between(args: argparse.Namespace, cfg: Config) -> bool:
-    steps = -(-args.pairs // cfg.bs)  # ceil: the last batch is partial
-    return (steps * cfg.bs) % args.every != 0
+def reported_points(args: argparse.Namespace, cfg: Config) -> int:
+    """Evaluation points k * every reached in one epoch (examples seen = steps * batch size, last batch partial)."""
+    steps = -(-args.pairs // cfg.bs)
+    return (steps * cfg.bs) // args.every
 
 
 # ------------------------------------------------------------------ main
@@ -778,6 +852,8 @@ def main(argv: list[str] | None = None) -> int:
     train_rows, dev_rows = load_rows(args)
     workdir = Path(tempfile.mkdtemp(prefix="stsweep_train_bench_"))
     loads: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, float] = {}
+    foreign: dict[str, float] = {}
     a = b = c = None
     try:
         sh = Shared(train_rows, dev_rows, args, workdir)
@@ -786,22 +862,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.get_num_threads()}", flush=True)
         if "a" in args.only:
             print("(a) plain script per configuration ...", flush=True)
-            l0 = os.getloadavg()[0]
-            a = run_plain(sh, configs)
-            loads["a"] = (l0, os.getloadavg()[0])
+            with measured("a", loads, foreign):
+                c0 = cpu_seconds()
+                a = run_plain(sh, configs)
+                cpu["a"] = cpu_seconds() - c0
         if "b" in args.only:
             print("(b) hyperparameter_search ...", flush=True)
-            l0 = os.getloadavg()[0]
-            b = run_hpsearch(sh, configs)
-            loads["b"] = (l0, os.getloadavg()[0])
+            with measured("b", loads, foreign):
+                c0 = cpu_seconds()
+                b = run_hpsearch(sh, configs)
+                cpu["b"] = cpu_seconds() - c0
         if "c" in args.only:
             print("(c) stsweep: API + one worker ...", flush=True)
-            l0 = os.getloadavg()[0]
-            c = run_stsweep(sh, configs, train_rows, dev_rows)
-            loads["c"] = (l0, os.getloadavg()[0])
+            with measured("c", loads, foreign):
+                c = run_stsweep(sh, configs, train_rows, dev_rows)
             if c.status != "completed" or c.rc != 0:
                 print(f"stsweep: study {c.status}, worker exit {c.rc}; worker log tail:\n{c.log_tail}")
-        report(args, configs, base, a, b, c, loads, time.time() - t_all)
+        if c is not None and c.cpu_worker is not None:
+            cpu["c"] = c.cpu_worker
+        report(args, configs, base, a, b, c, loads, cpu, foreign, time.time() - t_all)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
