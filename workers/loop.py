@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 
 from service import optuna_glue, queue, retention, studies
+from service.reaper import reap_once
 from service.context import Context
 from service.db import session_scope
 from service.errors import LeaseLost, StsweepError
@@ -27,7 +28,6 @@ from workers.devices import free_memory, is_out_of_memory
 from workers.heartbeat import Heartbeat
 from workers.hooks import LoopHooks
 from workers.prepared import PreparedStudy, prepare
-from workers.reaping import reap_quietly
 from workers.resolve import make_resolver
 from workers.signals import ShutdownSignals
 from workers.training import train_trial
@@ -69,7 +69,7 @@ class Worker:
         log.info("worker %d on %s ready", self.worker_id, self.device)
         try:
             while not self.signals.requested.is_set() and (max_trials is None or done < max_trials):
-                reap_quietly(self.ctx)
+                self.reap()
                 claimed = queue.claim(self.ctx.sessions, self.worker_id, self.ctx.settings.lease_seconds)
                 if claimed is None:
                     if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
@@ -84,6 +84,13 @@ class Worker:
             queue.worker_stopped(self.ctx.sessions, self.worker_id)
             shutil.rmtree(self.scratch, ignore_errors=True)
         return done
+
+    def reap(self) -> None:
+        """Re-queue the trials of dead workers before claiming: no trial waits on a control plane being up."""
+        try:
+            reap_once(self.ctx)
+        except StsweepError as exc:
+            log.warning("reaper: %s", exc.message)
 
     # -------------------------------------------------------------- one trial
 
