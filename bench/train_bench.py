@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import re
 import resource
@@ -122,7 +121,9 @@ class Shared:
     def __init__(self, train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]],
                  args: argparse.Namespace, workdir: Path) -> None:
         from datasets import Dataset
-        from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+        from sentence_transformers.sentence_transformer.evaluation import (
+            EmbeddingSimilarityEvaluator,
+        )
 
         from workers.data import subset
 
@@ -154,8 +155,12 @@ class Shared:
         self.model_path = str(get_model_path())
 
     def training_args(self, out: Path, cfg: Config) -> Any:
-        from sentence_transformers.sentence_transformer import SentenceTransformerTrainingArguments
-        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+        from sentence_transformers.sentence_transformer import (
+            SentenceTransformerTrainingArguments,
+        )
+        from sentence_transformers.sentence_transformer.training_args import (
+            BatchSamplers,
+        )
 
         return SentenceTransformerTrainingArguments(
             output_dir=str(out), learning_rate=cfg.lr, per_device_train_batch_size=cfg.bs,
@@ -538,6 +543,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                       end=float(t.f) if t.f is not None else 0.0, value=t.value, claimed=claimed)
             runs.append(run)
         micro = microbench(sh, ctx, study_id, configs)
+        micro.update(db_costs(ctx, int(trials[-1].id)))
         return Stsweep(runs=runs, post=t_post, spawn=t_spawn, finished=float(finished or t_exit), exit=t_exit,
                        rc=rc, status=str(study.get("status")), best=(study.get("best") or {}).get("value"),
                        baseline=(study.get("baseline") or {}).get("value"),
@@ -647,6 +653,53 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
     return out
 
 
+def db_costs(ctx: Any, trial_id: int, reps: int = 20) -> dict[str, float]:
+    """What the worker writes while it trains, timed on the study's database (medians, committed transactions):
+    the progress UPDATE (workers/hooks.py, at most once a second), an intermediate value as service/queue.py
+    `report` writes it (row lock, insert, update; at examples_seen < 0, deleted afterwards), and Optuna's side of
+    a report (`trial.report` + `trial.should_prune` on RDBStorage, a scratch study)."""
+    import optuna
+    from sqlalchemy import text
+
+    from service.db import session_scope
+
+    def timed(fn: Any) -> float:
+        xs = []
+        for i in range(reps):
+            t = time.perf_counter()
+            fn(i)
+            xs.append(time.perf_counter() - t)
+        return statistics.median(xs)
+
+    def progress(_i: int) -> None:
+        with session_scope(ctx.sessions) as s:
+            s.execute(text("UPDATE trials SET examples_seen = examples_seen WHERE id = :id RETURNING id"),
+                      {"id": trial_id})
+
+    def report(i: int) -> None:
+        with session_scope(ctx.sessions) as s:
+            s.execute(text("SELECT 1 FROM trials WHERE id = :id FOR UPDATE"), {"id": trial_id})
+            s.execute(text("INSERT INTO intermediate_values (trial_id, examples_seen, value) VALUES (:id, :n, 0.5) "
+                           "ON CONFLICT (trial_id, examples_seen) DO NOTHING RETURNING 1"), {"id": trial_id, "n": -1 - i})
+            s.execute(text("UPDATE trials SET last_eval = last_eval WHERE id = :id"), {"id": trial_id})
+
+    out = {"db_progress_s": timed(progress), "db_report_s": timed(report)}
+    with session_scope(ctx.sessions) as s:
+        s.execute(text("DELETE FROM intermediate_values WHERE trial_id = :id AND examples_seen < 0"), {"id": trial_id})
+    name = f"bench-micro-{os.getpid()}"
+    study = optuna.create_study(storage=ctx.optuna_storage, study_name=name, direction="maximize",
+                                pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+
+    def optuna_report(i: int) -> None:
+        trial.report(0.5, 256 * (i + 1))
+        trial.should_prune()
+
+    out["db_optuna_report_s"] = timed(optuna_report)
+    optuna.delete_study(study_name=name, storage=ctx.optuna_storage)
+    return out
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -683,7 +736,7 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
     print(f"{len(configs)} configurations ({', '.join(c.label for c in configs)}), CoSENTLoss, 1 epoch, warmup 0.1; "
           f"{args.pairs} train pairs, eval every {args.every} examples on {args.max_eval_samples} of "
           f"{args.eval_pairs} dev pairs, value = all {args.eval_pairs}; {args.threads} torch threads; "
-          f"machine {os.cpu_count()} cores")
+          f"machine {os.cpu_count()} cores; order {args.order}")
     print("noise: load average " + ", ".join(f"({k}) {v[0]:.1f}->{v[1]:.1f}" for k, v in loads.items())
           + "; CPU used by other processes meanwhile (other jobs, PostgreSQL) "
           + ", ".join(f"({k}) {v:.0f} s" for k, v in foreign.items()))
@@ -803,6 +856,13 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
               f"(tar, fsync) {m['upload_s']:.2f} s; a copy of the best weights (at each improvement) "
               f"{m['best_copy_s']:.2f} s; for scale, one subset eval ({args.max_eval_samples} pairs) "
               f"{m['subset_eval_s']:.2f} s")
+        per_eval = m["db_report_s"] + m["db_optuna_report_s"]
+        n_points = sum(reported_points(args, r.config) for r in c.runs)
+        n_steps = sum(-(-args.pairs // r.config.bs) for r in c.runs)
+        print(f"    writes while training: intermediate value {1000 * m['db_report_s']:.1f} ms + Optuna report/"
+              f"should_prune {1000 * m['db_optuna_report_s']:.1f} ms per evaluation point ({n_points} points: "
+              f"{n_points * per_eval:.2f} s); progress UPDATE {1000 * m['db_progress_s']:.1f} ms, at most once a "
+              f"second and once a step (<= {n_steps} steps: <= {n_steps * m['db_progress_s']:.2f} s)")
         n = len(c.runs)
         setup_diff = n * (m["warm_setup_s"] - m["cold_setup_s"])  # every stsweep trial copies, every (a) run loads
         known = m["prepare_s"] + m["baseline_s"] + n * (m["save_s"] + m["upload_s"]) + setup_diff
@@ -812,6 +872,34 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
               f"{n} x (warm - cold set-up) {abs(setup_diff):.1f} = {known:.1f} s{share}; same evaluation counts "
               f"as (a) (transformers v5 also evaluates at the last step); final checkpoints stored "
               f"{c.checkpoint_bytes / 2**20:.0f} MiB")
+    if c and wall_a and ready:
+        m = c.micro
+        training = all_of(log, r"trial \S+ #(\d+) \(attempt \d+\): training")
+        t0 = training.get(min(training)) if training else None
+        claims = [r.claimed or r.start for r in c.runs]
+        own = {
+            "POST + worker spawn": c.spawn - c.post,
+            "worker start-up": ready - c.spawn,
+            "claim, study load, prepare, baseline, first ask": (t0 - ready) if t0 else 0.0,
+            "between trials + asks": sum(c.runs[i + 1].claimed - c.runs[i].end for i in range(len(c.runs) - 1)
+                                         if c.runs[i + 1].claimed) +
+            sum(training[n] - claims[i] for i, n in enumerate(sorted(training)) if 0 < i < len(claims)),
+            "final save + upload (timed in-process)": len(c.runs) * (m["save_s"] + m["upload_s"]),
+            "writes while training (timed in-process, upper bound)": sum(
+                reported_points(args, r.config) * (m["db_report_s"] + m["db_optuna_report_s"])
+                + -(-args.pairs // r.config.bs) * m["db_progress_s"] for r in c.runs),
+        }
+        total_own = sum(own.values())
+        no_start = total_own - own["worker start-up"] - own["POST + worker spawn"]
+        print()
+        print("stsweep's own time (not training or evaluating trials), measured directly: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in own.items()))
+        print(f"  = {total_own:.1f} s = {100 * total_own / wall_a:.1f}% of (a) ({no_start:.1f} s = "
+              f"{100 * no_start / wall_a:.1f}% with the worker already running), of which the baseline "
+              f"{m['baseline_s']:.1f} s = {100 * m['baseline_s'] / wall_a:.1f}%")
+        print(f"  -> expected (c)/(a) = {1 + total_own / wall_a:.3f} ({1 + no_start / wall_a:.3f} with the worker "
+              f"already running) if the trials themselves take as long as (a)'s (per-configuration table above); "
+              f"less sensitive to noise than the measured ratio")
     print(f"\ntotal run {total_s:.0f} s")
 
 
@@ -834,7 +922,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=256, help="evaluate every N training examples")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, this process and the worker")
     ap.add_argument("--seed", type=int, default=1, help="data seed (train; dev uses seed + 1)")
-    ap.add_argument("--only", default="abc", help="which ways to run (debugging): any of a, b, c")
+    ap.add_argument("--order", default="abc",
+                    help="which ways to run, in this order (default abc; e.g. cba to check for order effects)")
     ap.add_argument("--worker-timeout", type=float, default=1800)
     args = ap.parse_args(argv)
     configs = parse_configs(args.configs)
@@ -860,22 +949,25 @@ def main(argv: list[str] | None = None) -> int:
         base = warm_up(sh)
         print(f"warm-up done (untrained: subset {base[0]:.4f}, full {base[1]:.4f}); torch threads "
               f"{torch.get_num_threads()}", flush=True)
-        if "a" in args.only:
-            print("(a) plain script per configuration ...", flush=True)
-            with measured("a", loads, foreign):
-                c0 = cpu_seconds()
-                a = run_plain(sh, configs)
-                cpu["a"] = cpu_seconds() - c0
-        if "b" in args.only:
-            print("(b) hyperparameter_search ...", flush=True)
-            with measured("b", loads, foreign):
-                c0 = cpu_seconds()
-                b = run_hpsearch(sh, configs)
-                cpu["b"] = cpu_seconds() - c0
-        if "c" in args.only:
-            print("(c) stsweep: API + one worker ...", flush=True)
-            with measured("c", loads, foreign):
-                c = run_stsweep(sh, configs, train_rows, dev_rows)
+        for way in dict.fromkeys(args.order):
+            if way == "a":
+                print("(a) plain script per configuration ...", flush=True)
+                with measured("a", loads, foreign):
+                    c0 = cpu_seconds()
+                    a = run_plain(sh, configs)
+                    cpu["a"] = cpu_seconds() - c0
+            elif way == "b":
+                print("(b) hyperparameter_search ...", flush=True)
+                with measured("b", loads, foreign):
+                    c0 = cpu_seconds()
+                    b = run_hpsearch(sh, configs)
+                    cpu["b"] = cpu_seconds() - c0
+            elif way == "c":
+                print("(c) stsweep: API + one worker ...", flush=True)
+                with measured("c", loads, foreign):
+                    c = run_stsweep(sh, configs, train_rows, dev_rows)
+            else:
+                raise SystemExit(f"--order: unknown way {way!r} (a, b or c)")
             if c.status != "completed" or c.rc != 0:
                 print(f"stsweep: study {c.status}, worker exit {c.rc}; worker log tail:\n{c.log_tail}")
         if c is not None and c.cpu_worker is not None:
