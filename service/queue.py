@@ -142,11 +142,15 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
 _GUARD = "id = :tid AND lease_token = :token AND state = 'running'"
 
 
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+
+
 def _guarded(factory: sessionmaker[Session], lease: Lease, sql: str, params: dict[str, Any]) -> Any:
     with session_scope(factory) as s:
         row = s.execute(text(sql), {"tid": lease.trial_id, "token": lease.token, **params}).first()
     if row is None:
-        raise LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+        raise _lost(lease)
     return row
 
 
@@ -173,7 +177,7 @@ def report(factory: sessionmaker[Session], lease: Lease, examples_seen: int, val
         owner = s.execute(text(f"SELECT 1 FROM trials WHERE {_GUARD} FOR UPDATE"),
                           {"tid": lease.trial_id, "token": lease.token}).first()
         if owner is None:
-            raise LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+            raise _lost(lease)
         inserted = s.execute(
             text("INSERT INTO intermediate_values (trial_id, examples_seen, value) VALUES (:tid, :n, :v) "
                  "ON CONFLICT (trial_id, examples_seen) DO NOTHING RETURNING 1"),
@@ -198,7 +202,7 @@ def record_resume_checkpoint(factory: sessionmaker[Session], lease: Lease, key: 
         old = s.execute(text(f"SELECT resume_key FROM trials WHERE {_GUARD} FOR UPDATE"),
                         {"tid": lease.trial_id, "token": lease.token}).first()
         if old is None:
-            raise LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+            raise _lost(lease)
         s.execute(text("UPDATE trials SET resume_key = :key, resume_sha256 = :sha, resume_examples = :n "
                        "WHERE id = :tid"), {"tid": lease.trial_id, "key": key, "sha": sha256, "n": examples_seen})
     return old[0] if old[0] not in (None, key) else None
@@ -250,7 +254,7 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
              "cbytes": result.checkpoint_bytes, "examples": result.examples_seen},
         ).first()
         if row is None:
-            raise LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+            raise _lost(lease)
         study_id, worker_id = row
         if worker_id is not None:
             s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
