@@ -66,13 +66,13 @@ def _serve_dashboard(url: str, port: int) -> None:
 
     import optuna_dashboard
 
-    from service import optuna_glue
+    from service.store import optuna_bridge
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
-    app = optuna_dashboard.wsgi(optuna_glue.storage(url, "optuna"))
+    app = optuna_dashboard.wsgi(optuna_bridge.storage(url, "optuna"))
     with make_server("127.0.0.1", port, app, handler_class=Quiet) as server:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         with contextlib.suppress(KeyboardInterrupt):

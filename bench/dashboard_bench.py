@@ -35,7 +35,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from bench.fill import filled_study  # noqa: E402
-from service import queue  # noqa: E402
+from service.store import queue  # noqa: E402
 from service.api.app import create_app  # noqa: E402
 
 TARGET_FIRST_RENDER_S = 2.0
@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
         import optuna_dashboard
 
-        from service import optuna_glue
+        from service.store import optuna_bridge
 
         print(f"\n== optuna-dashboard {optuna_dashboard.__version__}: same database, in-process WSGI")
-        app = optuna_dashboard.wsgi(optuna_glue.storage(f.database_url, "optuna"))
+        app = optuna_dashboard.wsgi(optuna_bridge.storage(f.database_url, "optuna"))
         path = f"/api/studies/{f.optuna_study_id}"
         base_cold, base_size = timed(wsgi_get(app, path))
         base_warm = statistics.median(timed(wsgi_get(app, path))[0] for _ in range(args.n_baseline))

@@ -50,8 +50,8 @@ from optuna.distributions import (  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from service import migrate, optuna_glue  # noqa: E402
-from service.auth import create_token  # noqa: E402
+from service.store import migrate, optuna_bridge  # noqa: E402
+from service.store.tokens import create_token  # noqa: E402
 from service.context import Context  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -371,7 +371,7 @@ def filled_study(n_trials: int = 20_000, optuna_method: str = "sql", seed: int =
     finally:
         if ctx is not None:
             ctx.close()
-        optuna_glue.storage.cache_clear()  # its engine would keep connections to the dropped database
+        optuna_bridge.storage.cache_clear()  # its engine would keep connections to the dropped database
         if keep:
             log(f"kept database {db_name}: {url}")
         else:

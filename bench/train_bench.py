@@ -1,7 +1,7 @@
 """Training overhead (issue 3): the same fixed configurations three ways, one after another, in one run.
 
     .venv/bin/python bench/train_bench.py [--pairs 1000] [--configs 2e-5:16,2e-5:32,5e-5:16,5e-5:32]
-        [--eval-pairs 500] [--max-eval-samples 200] [--every 256] [--threads 2]
+        [--eval-pairs 500] [--max-eval-samples 200] [--every 256] [--threads 2] [--order abc]
 
 Data: --pairs random STS-b train pairs and --eval-pairs random dev pairs (seeded; the files are ordered by genre),
 scores / 5. The intermediate evaluations use a fixed random subset of --max-eval-samples dev pairs (the rows
@@ -27,7 +27,10 @@ checkpoints, no model card: the arguments `workers/training.py` builds.
 
 (a) and (b) run in this process with torch.set_num_threads(threads), after an untimed warm-up (the base model's
 evaluation, which also gives the untrained reference). The machine is noisy: read the ratios. Exit status 0
-whether or not the target is met (a measurement, not a test).
+whether or not the target is met (a measurement, not a test). The trials themselves vary by 5-10% between time
+windows here, more than the 3% being measured: the report therefore also adds up stsweep's own time (start-up,
+study load, baseline, bookkeeping between trials, checkpoint upload, database writes) measured directly, and the
+(c)/(a) it implies. `--order cba` runs the ways the other way round, to check for order effects.
 """
 
 from __future__ import annotations
@@ -461,8 +464,8 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
 
     from bench.api_bench import _http_ok, server
     from bench.fill import create_database, drop_database
-    from service import migrate, optuna_glue
-    from service.auth import create_token
+    from service.store import migrate, optuna_bridge
+    from service.store.tokens import create_token
     from service.context import Context
     from service.settings import Settings
     from tests.sts import write_jsonl
@@ -554,7 +557,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
     finally:
         if ctx is not None:
             ctx.close()
-        optuna_glue.storage.cache_clear()
+        optuna_bridge.storage.cache_clear()
         drop_database(db_name)
 
 
@@ -582,7 +585,7 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
     from transformers import PrinterCallback
 
-    from service import studies
+    from service.store import studies
     from workers.contract import TrialRun
     from workers.prepared import PreparedStudy
     from workers.resolve import make_resolver
@@ -661,7 +664,7 @@ def db_costs(ctx: Any, trial_id: int, reps: int = 20) -> dict[str, float]:
     import optuna
     from sqlalchemy import text
 
-    from service.db import session_scope
+    from service.store.db import session_scope
 
     def timed(fn: Any) -> float:
         xs = []
@@ -890,13 +893,15 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
                 + -(-args.pairs // r.config.bs) * m["db_progress_s"] for r in c.runs),
         }
         total_own = sum(own.values())
+        prep, basel = first(log, r"preparing study"), first(log, r"study \S+: baseline")
+        baseline_run = basel - prep if prep and basel else m["baseline_s"]
         no_start = total_own - own["worker start-up"] - own["POST + worker spawn"]
         print()
         print("stsweep's own time (not training or evaluating trials), measured directly: "
               + ", ".join(f"{k} {v:.2f}" for k, v in own.items()))
         print(f"  = {total_own:.1f} s = {100 * total_own / wall_a:.1f}% of (a) ({no_start:.1f} s = "
-              f"{100 * no_start / wall_a:.1f}% with the worker already running), of which the baseline "
-              f"{m['baseline_s']:.1f} s = {100 * m['baseline_s'] / wall_a:.1f}%")
+              f"{100 * no_start / wall_a:.1f}% with the worker already running), of which prepare + baseline "
+              f"(worker log) {baseline_run:.1f} s = {100 * baseline_run / wall_a:.1f}%")
         print(f"  -> expected (c)/(a) = {1 + total_own / wall_a:.3f} ({1 + no_start / wall_a:.3f} with the worker "
               f"already running) if the trials themselves take as long as (a)'s (per-configuration table above); "
               f"less sensitive to noise than the measured ratio")
@@ -966,10 +971,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("(c) stsweep: API + one worker ...", flush=True)
                 with measured("c", loads, foreign):
                     c = run_stsweep(sh, configs, train_rows, dev_rows)
+                if c.status != "completed" or c.rc != 0:
+                    print(f"stsweep: study {c.status}, worker exit {c.rc}; worker log tail:\n{c.log_tail}")
             else:
                 raise SystemExit(f"--order: unknown way {way!r} (a, b or c)")
-            if c.status != "completed" or c.rc != 0:
-                print(f"stsweep: study {c.status}, worker exit {c.rc}; worker log tail:\n{c.log_tail}")
         if c is not None and c.cpu_worker is not None:
             cpu["c"] = c.cpu_worker
         report(args, configs, base, a, b, c, loads, cpu, foreign, time.time() - t_all)

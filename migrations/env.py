@@ -3,8 +3,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from service.migrate import VERSION_TABLE
-from service.models import Base
+from service.store.migrate import VERSION_TABLE
+from service.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

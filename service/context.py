@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import make_engine, make_sessionmaker
+from service.store.db import make_engine, make_sessionmaker
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,9 +34,9 @@ class Context:
 
     @cached_property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        from service import optuna_glue
+        from service.store import optuna_bridge
 
-        return optuna_glue.storage(self.database_url, self.settings.optuna_schema)
+        return optuna_bridge.storage(self.database_url, self.settings.optuna_schema)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

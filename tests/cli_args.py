@@ -8,7 +8,7 @@ import click
 import pytest
 import typer
 
-from service.cli import app
+from service.cli.app import app
 
 # Recent Typer ships its own copy of Click, whose errors derive from typer.TyperException instead.
 USAGE_ERRORS = tuple(c for c in (click.ClickException, getattr(typer, "TyperException", None)) if c is not None)

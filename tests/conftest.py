@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service import migrate, optuna_glue
+from service.store import migrate, optuna_bridge
 from service.api.app import create_app
-from service.auth import create_token
+from service.store.tokens import create_token
 from service.context import Context
 from service.settings import Settings
 from tests import pg
 from tests.live import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsbenchmark"
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +27,8 @@ def template_db() -> Iterator[str]:
     url = pg.create_database(name)
     try:
         migrate.upgrade(url)
-        optuna_glue.storage(url, "optuna").engine.dispose()
-        optuna_glue.storage.cache_clear()
+        optuna_bridge.storage(url, "optuna").engine.dispose()
+        optuna_bridge.storage.cache_clear()
         yield name
     finally:
         pg.drop_database(name)
@@ -42,7 +41,7 @@ def database_url(template_db: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        optuna_glue.storage.cache_clear()
+        optuna_bridge.storage.cache_clear()
         pg.drop_database(name)
 
 

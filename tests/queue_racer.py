@@ -12,8 +12,8 @@ import time
 
 from sqlalchemy import text
 
-from service import queue
-from service.db import make_engine, make_sessionmaker, session_scope
+from service.store import queue
+from service.store.db import make_engine, make_sessionmaker, session_scope
 
 
 def main(url: str, out_path: str) -> None:

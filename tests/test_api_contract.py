@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import queue
+from service.store import queue
 from service.context import Context
 from tests.studyspecs import contract_study
 

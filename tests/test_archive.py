@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.archive import build_tar, safe_extract
-from service.errors import StorageError, UnsafeArchive
+from service.artifacts.archive import build_tar, safe_extract
+from service.core.errors import StorageError, UnsafeArchive
 
 
 def make_tree(root: Path) -> Path:

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from service.artifacts import ArtifactStore, LocalArtifactStore, open_store, parse_s3_url
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, StorageError
+from service.core.errors import InvalidInput, NotFound, PayloadTooLarge, StorageError
 from service.settings import Settings
 
 ACCESS_KEY, SECRET_KEY = "testing", "testing"

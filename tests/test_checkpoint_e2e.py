@@ -15,11 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.settings import Settings
-from tests.sts import sts_available, sts_rows, write_jsonl
+from tests.pairs import pair_rows, write_jsonl
 from tests.workerproc import start_worker
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not sts_available(), reason="the STS benchmark is not beside the project")]
+pytestmark = pytest.mark.slow
 
 
 def upload(client: TestClient, path: Path) -> str:
@@ -32,8 +31,8 @@ def upload(client: TestClient, path: Path) -> str:
 
 def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, token: str, settings: Settings,
                                        tmp_path: Path) -> None:
-    train = upload(client, write_jsonl(tmp_path / "train.jsonl", sts_rows("train", 160, seed=11)))
-    dev = upload(client, write_jsonl(tmp_path / "dev.jsonl", sts_rows("dev", 80, seed=12)))
+    train = upload(client, write_jsonl(tmp_path / "train.jsonl", pair_rows("train", 160, seed=11)))
+    dev = upload(client, write_jsonl(tmp_path / "dev.jsonl", pair_rows("dev", 80, seed=12)))
     assert upload(client, tmp_path / "dev.jsonl") == dev, "same bytes, same dataset"
     body: dict[str, Any] = {
         "name": "checkpoint-e2e", "task": "scored_pairs",
@@ -85,7 +84,7 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-    rows = sts_rows("dev", 80, seed=12)
+    rows = pair_rows("dev", 80, seed=12)
     evaluator = EmbeddingSimilarityEvaluator([r["sentence1"] for r in rows], [r["sentence2"] for r in rows],
                                              [r["score"] / 5 for r in rows], name="check")
     model = SentenceTransformer(str(out), device="cpu")

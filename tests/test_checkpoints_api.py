@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service import queue
-from service.client import StsweepClient, StsweepClientError
+from service.store import queue
+from service.client.http import StsweepClient, StsweepClientError
 from service.context import Context
-from service.db import session_scope
-from service.errors import UnsafeArchive
-from service.model_card import EXISTING_CARD_HEADING
+from service.store.db import session_scope
+from service.core.errors import UnsafeArchive
+from service.client.model_card import EXISTING_CARD_HEADING
 from tests.studyspecs import contract_study
 
 ST_CARD = "---\nlibrary_name: sentence-transformers\n---\n\n# all-MiniLM-L6-v2 fine-tuned\n\nSaved by ST.\n"

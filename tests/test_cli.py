@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service import queue
-from service.client_config import DEFAULT_URL, ClientConfigError, config_path, resolve
+from service.store import queue
+from service.client.config import DEFAULT_URL, ClientConfigError, config_path, resolve
 from service.context import Context
 
 STSWEEP = Path(sys.executable).parent / "stsweep"

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service import dashboard_queries, queue, studies
+from service.store import dashboard_reads, lifecycle, queue, studies
 from service.context import Context
-from service.db import session_scope
-from service.spec import StudySpec
+from service.store.db import session_scope
+from service.core.spec import StudySpec
 from tests.studyspecs import contract_study
 
 Points = list[tuple[int, float]]
@@ -109,7 +109,7 @@ def test_changes_return_only_what_changed(client: TestClient, ctx: Context) -> N
         [(5, "complete", 0.9, [])]
     assert done["study"]["best"]["trial_number"] == 5 and done["study"]["counts"]["complete"] == 4
 
-    studies.change_status(ctx.sessions, sid, "pause")
+    lifecycle.change_status(ctx.sessions, sid, "pause")
     paused = client.get(f"/v1/studies/{sid}/changes", params={"cursor": done["cursor"]}).json()
     assert paused["trials"] == [] and paused["study"]["status"] == "paused"
 
@@ -117,7 +117,7 @@ def test_changes_return_only_what_changed(client: TestClient, ctx: Context) -> N
 def test_changes_page_through_a_backlog(client: TestClient, ctx: Context,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     sid = seed(ctx).study_id
-    monkeypatch.setattr(dashboard_queries, "CHANGES_LIMIT", 5)
+    monkeypatch.setattr(dashboard_reads, "CHANGES_LIMIT", 5)
     cursor, seen, pages = 0, [], 0
     while True:
         body = client.get(f"/v1/studies/{sid}/changes", params={"cursor": cursor}).json()

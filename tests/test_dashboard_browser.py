@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service import queue
+from service.store import queue
 from service.context import Context
-from service.db import session_scope
+from service.store.db import session_scope
 from tests.test_dashboard_api import curve, make_study, run_trial, seed, start_trial
 
 pytestmark = pytest.mark.browser

@@ -15,15 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.routes_studies import study_id_param
-from service.checkpoints import trial_number_param
-from service.client import StsweepClient, StsweepClientError
+from service.store.checkpoints import trial_number_param
+from service.client.http import StsweepClient, StsweepClientError
 from service.context import Context
-from service.datasets import validate_id
-from service.errors import NotFound
-from tests.sts import sts_available, sts_rows, write_jsonl
+from service.store.datasets import validate_id
+from service.core.errors import NotFound
+from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
 
-pytestmark = pytest.mark.skipif(not sts_available(), reason="STS benchmark files not found")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -46,7 +45,7 @@ def spools() -> set[str]:
 
 @pytest.fixture
 def rows() -> list[dict[str, Any]]:
-    return sts_rows("train", 120, seed=0)
+    return pair_rows("train", 120, seed=0)
 
 
 @pytest.fixture

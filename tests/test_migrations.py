@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from service import migrate, optuna_glue
-from service.models import Base
+from service.store import migrate, optuna_bridge
+from service.store.models import Base
 from tests import pg
 
 
@@ -21,7 +21,7 @@ def empty_db() -> Iterator[str]:
     try:
         yield url
     finally:
-        optuna_glue.storage.cache_clear()
+        optuna_bridge.storage.cache_clear()
         pg.drop_database(name)
 
 
@@ -61,7 +61,7 @@ def test_downgrade_and_upgrade_round_trip(empty_db: str) -> None:
 
 def test_optuna_tables_live_in_their_own_schema(empty_db: str) -> None:
     migrate.upgrade(empty_db)
-    optuna_glue.storage(empty_db, "optuna")
+    optuna_bridge.storage(empty_db, "optuna")
     optuna_tables = _tables(empty_db, "optuna")
     assert {"studies", "trials", "alembic_version"} <= optuna_tables
     # Our `studies` is untouched by Optuna's `studies`, and our version table is ours alone.

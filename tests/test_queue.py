@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service import queue, studies
+from service.store import queue, studies
 from service.context import Context
-from service.db import session_scope
-from service.errors import LeaseLost
-from service.reaper import reap_once
-from service.spec import StudySpec
+from service.store.db import session_scope
+from service.core.errors import LeaseLost
+from service.store.reaper import reap_once
+from service.core.spec import StudySpec
 from tests.conftest import ROOT
 from tests.studyspecs import contract_study
 

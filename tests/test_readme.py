@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from service.spec import StudySpec
-from service.study_files import parse_study_text
+from service.core.spec import StudySpec
+from service.client.study_files import parse_study_text
 from tests.cli_args import check_cli_args
 from tests.conftest import ROOT
-from tests.sts import write_jsonl
+from tests.pairs import write_jsonl
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

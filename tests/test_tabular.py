@@ -1,4 +1,4 @@
-"""service.tabular: reading CSV/TSV/JSONL/Parquet and validating rows per task (fast, no model)."""
+"""service.core.tabular: reading CSV/TSV/JSONL/Parquet and validating rows per task (fast, no model)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.errors import InvalidInput
-from service.tabular import check_rows, read_table, to_records
-from tests.sts import STS_DIR, sts_available
+from service.core.errors import InvalidInput
+from service.core.tabular import check_rows, read_table, to_records
+from tests.pairs import pair_rows, write_sts_format
 
 SCORED = "scored_pairs"
 
@@ -127,16 +127,18 @@ def test_to_records_maps_columns_in_task_order() -> None:
     assert records == {"anchor": ["a"], "positive": ["p"], "negative": ["n"]}
 
 
-@pytest.mark.skipif(not sts_available(), reason="STS benchmark files are not beside the project")
-def test_reads_real_sts_rows_with_a_header(tmp_path: Path) -> None:
+def test_reads_sts_format_rows_with_a_header(tmp_path: Path) -> None:
     # The STS files have no header; with one added, every row (quotes, extra trailing fields) reads as is.
+    rows = pair_rows("train", None, seed=0)
+    rows[3]["sentence1"] = 'He said "no" twice.'
     header = "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n"
-    raw = (STS_DIR / "sts-train.csv").read_text(encoding="utf-8")
+    raw = write_sts_format(tmp_path / "raw.tsv", rows).read_text(encoding="utf-8")
     p = write(tmp_path / "sts.tsv", header + raw)
     table = read_table(p)
-    assert table.num_rows == 5749
+    assert table.num_rows == len(rows) == 400
     report = check_rows(table, SCORED, None, (0, 5))
-    assert report.row_count == 5749
+    assert report.row_count == 400
     records = to_records(table, SCORED, None, (0, 5))
-    assert min(records["score"]) == 0.0 and max(records["score"]) == 1.0
-    assert any('"' in s for s in records["sentence1"])
+    assert records["score"] == pytest.approx([float(f"{r['score']:.3f}") / 5 for r in rows])
+    assert records["sentence1"][3] == 'He said "no" twice.'
+    assert records["sentence2"] == [r["sentence2"] for r in rows]

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.sts import sts_available, sts_rows, write_jsonl
+from tests.pairs import pair_rows, write_jsonl
 
-from service.errors import InvalidInput
-from service.spec import StudySpec
+from service.core.errors import InvalidInput
+from service.core.spec import StudySpec
 from workers.contract import TrialRun
 from workers.data import build_datasets
 from workers.prepared import PreparedStudy
 from workers.training import hyperparameters, set_up_trial, train_trial
 
-pytestmark = pytest.mark.skipif(not sts_available(), reason="STS benchmark files are not beside the project")
 slow = pytest.mark.slow
 
 TRAIN_ROWS = 160
@@ -74,8 +73,8 @@ def make_spec(**evaluation: Any) -> StudySpec:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sts")
-    write_jsonl(root / "train.jsonl", sts_rows("train", TRAIN_ROWS, seed=1))
-    write_jsonl(root / "dev.jsonl", sts_rows("dev", 128, seed=2))
+    write_jsonl(root / "train.jsonl", pair_rows("train", TRAIN_ROWS, seed=1))
+    write_jsonl(root / "dev.jsonl", pair_rows("dev", 128, seed=2))
     return root
 
 

@@ -15,13 +15,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.context import Context
-from service.db import session_scope
+from service.store.db import session_scope
 from service.settings import Settings
-from tests.sts import sts_available, sts_rows, write_jsonl
+from tests.pairs import pair_rows, write_jsonl
 from tests.workerproc import start_worker, wait_for
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not sts_available(), reason="the STS benchmark is not beside the project")]
+pytestmark = pytest.mark.slow
 
 EVERY = 64
 
@@ -29,9 +28,9 @@ EVERY = 64
 @pytest.fixture
 def sts_files(data_root: Path) -> None:
     (data_root / "sts").mkdir()
-    write_jsonl(data_root / "sts" / "train.jsonl", sts_rows("train", 384, seed=1))
-    write_jsonl(data_root / "sts" / "dev.jsonl", sts_rows("dev", 96, seed=2))
-    write_jsonl(data_root / "sts" / "test.jsonl", sts_rows("test", 96, seed=3))
+    write_jsonl(data_root / "sts" / "train.jsonl", pair_rows("train", 384, seed=1))
+    write_jsonl(data_root / "sts" / "dev.jsonl", pair_rows("dev", 96, seed=2))
+    write_jsonl(data_root / "sts" / "test.jsonl", pair_rows("test", 96, seed=3))
 
 
 def study_body(name: str, **overrides: Any) -> dict[str, Any]:
@@ -186,10 +185,10 @@ def test_bad_data_fails_trials_with_the_reason_and_pauses_the_study(client: Test
                                                                     settings: Settings, data_root: Path,
                                                                     tmp_path: Path) -> None:
     (data_root / "sts").mkdir()
-    rows = sts_rows("train", 40, seed=1)
+    rows = pair_rows("train", 40, seed=1)
     rows[6]["score"] = 7.5  # outside score_range
     write_jsonl(data_root / "sts" / "train.jsonl", rows)
-    write_jsonl(data_root / "sts" / "dev.jsonl", sts_rows("dev", 20, seed=2))
+    write_jsonl(data_root / "sts" / "dev.jsonl", pair_rows("dev", 20, seed=2))
     body = study_body("bad-data", budget={"n_trials": 5, "max_concurrent_trials": 1})
     del body["data"]["test"]
     study_id = submit(client, body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.cli import app
+from service.cli.app import app
 
 if __name__ == "__main__":
     app(["worker", *__import__("sys").argv[1:]], prog_name="python -m workers")

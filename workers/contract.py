@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from service.spec import StudySpec
+from service.core.spec import StudySpec
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 import pyarrow as pa
 from datasets import Dataset
 
-from service.errors import InvalidInput
-from service.spec import DataRef, DataSpec, StudySpec
-from service.tabular import read_table, to_records
-from service.tasks import TASKS, TaskInfo
+from service.core.errors import InvalidInput
+from service.core.spec import DataRef, DataSpec, StudySpec
+from service.core.tabular import read_table, to_records
+from service.core.tasks import TASKS, TaskInfo
 
 Records = dict[str, list[Any]]
 Resolver = Callable[[DataRef], Path]

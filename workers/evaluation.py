@@ -13,7 +13,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
     TripletEvaluator,
 )
 
-from service.tasks import TASKS, TaskInfo
+from service.core.tasks import TASKS, TaskInfo
 
 Evaluator = Any  # a sentence-transformers evaluator: callable(model) -> dict[str, float]
 

@@ -10,8 +10,8 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import queue
-from service.errors import LeaseLost, StsweepError
+from service.store import queue
+from service.core.errors import LeaseLost, StsweepError
 
 log = logging.getLogger("stsweep.worker")
 

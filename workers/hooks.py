@@ -9,9 +9,9 @@ from pathlib import Path
 
 import optuna
 
-from service import queue
+from service.store import queue
 from service.context import Context
-from service.errors import LeaseLost
+from service.core.errors import LeaseLost
 from workers.heartbeat import Heartbeat
 from workers.signals import ShutdownSignals
 

@@ -15,14 +15,12 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import text
 
-from service import optuna_glue, queue, retention, studies
-from service.reaper import reap_once
+from service.store import optuna_bridge, queue, results, retention, studies
+from service.store.reaper import reap_once
 from service.context import Context
-from service.db import session_scope
-from service.errors import LeaseLost, StsweepError
-from service.spec import StudySpec
+from service.core.errors import LeaseLost, StsweepError
+from service.core.spec import StudySpec
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
 from workers.heartbeat import Heartbeat
@@ -40,8 +38,9 @@ class TrainingDiverged(StsweepError):
 
 
 @dataclass
-class StudyState:
-    """What the worker keeps for the study it last worked on (warm start)."""
+class WarmStudy:
+    """The warm cache of the study this worker last worked on: its spec, Optuna study and prepared model and
+    data, so the next trial of the same study starts without reloading anything."""
 
     study_id: str
     spec: StudySpec
@@ -58,7 +57,7 @@ class Worker:
         self.worker_id = queue.register_worker(ctx.sessions, socket.gethostname(), os.getpid(), device)
         self.heartbeat = Heartbeat(ctx.sessions, self.worker_id, ctx.settings.heartbeat_seconds,
                                    ctx.settings.lease_seconds)
-        self.current: StudyState | None = None
+        self.current: WarmStudy | None = None
         self.resolve = make_resolver(ctx, ctx.settings.home / "cache" / "datasets")
 
     def run(self, *, max_trials: int | None = None, exit_when_idle: float | None = None) -> int:
@@ -102,7 +101,7 @@ class Worker:
         trial: optuna.trial.Trial | None = None
         params: dict[str, Any] = claim.params or {}
         try:
-            state = self.study_state(claim.study_id)
+            state = self.warm_study(claim.study_id)
             self.ensure_baseline(state)
             trial, params = self.trial_params(state, claim)
             resume_from = self.download_resume(claim, work_dir)
@@ -122,37 +121,31 @@ class Worker:
             self.heartbeat.watch(None)
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    def study_state(self, study_id: str) -> StudyState:
+    def warm_study(self, study_id: str) -> WarmStudy:
         if self.current is not None and self.current.study_id == study_id:
             return self.current
         self.current = None
         free_memory()
         spec, optuna_name, _status = studies.load_spec(self.ctx.sessions, study_id)
-        optuna_study = optuna_glue.load_study(self.ctx.optuna_storage, optuna_name, spec)
+        optuna_study = optuna_bridge.load_study(self.ctx.optuna_storage, optuna_name, spec)
         prepared = prepare(spec, self.resolve, self.device)
-        self.current = StudyState(study_id, spec, optuna_study, prepared)
+        self.current = WarmStudy(study_id, spec, optuna_study, prepared)
         return self.current
 
-    def ensure_baseline(self, state: StudyState) -> None:
+    def ensure_baseline(self, state: WarmStudy) -> None:
         """The base model's score, untrained, on the same eval subset and full split: the study's reference."""
-        with session_scope(self.ctx.sessions) as s:
-            known = s.execute(text("SELECT baseline_value IS NOT NULL FROM studies WHERE id = :id"),
-                              {"id": state.study_id}).scalar_one_or_none()
-        if known:
+        if results.baseline_known(self.ctx.sessions, state.study_id):
             return
         subset_value, full_value = state.prepared.baseline()
-        with session_scope(self.ctx.sessions) as s:
-            s.execute(text("UPDATE studies SET baseline_value = :full, baseline_subset_value = :subset "
-                           "WHERE id = :id AND baseline_value IS NULL"),
-                      {"id": state.study_id, "full": full_value, "subset": subset_value})
+        results.record_baseline(self.ctx.sessions, state.study_id, full_value, subset_value)
         log.info("study %s: baseline %.4f (eval subset %.4f)", state.study_id, full_value, subset_value)
 
-    def trial_params(self, state: StudyState, claim: queue.Claim) -> tuple[optuna.trial.Trial, dict[str, Any]]:
+    def trial_params(self, state: WarmStudy, claim: queue.Claim) -> tuple[optuna.trial.Trial, dict[str, Any]]:
         """A new attempt of an old trial keeps its parameters and its Optuna trial; a fresh slot asks Optuna."""
         if claim.params is not None and claim.optuna_trial_id is not None:
             return optuna.trial.Trial(state.optuna_study, claim.optuna_trial_id), claim.params
         trial = state.optuna_study.ask()
-        params = optuna_glue.sample_params(trial, state.spec)
+        params = optuna_bridge.sample_params(trial, state.spec)
         queue.set_params(self.ctx.sessions, claim.lease, params, trial._trial_id)
         return trial, params
 
@@ -172,7 +165,7 @@ class Worker:
 
     # -------------------------------------------------------------- endings
 
-    def conclude(self, claim: queue.Claim, state: StudyState, trial: optuna.trial.Trial, outcome: TrialOutcome,
+    def conclude(self, claim: queue.Claim, state: WarmStudy, trial: optuna.trial.Trial, outcome: TrialOutcome,
                  hooks: LoopHooks) -> None:
         settings = self.ctx.settings
         if outcome.status == "interrupted":
@@ -227,7 +220,7 @@ class Worker:
         if trial is not None and self.current is not None:
             if oom:
                 # Infeasible, not broken: the sampler should steer away from this region.
-                trial.set_constraint(optuna_glue.INFEASIBLE_CONSTRAINT, 1.0)
+                trial.set_constraint(optuna_bridge.INFEASIBLE_CONSTRAINT, 1.0)
                 self.current.optuna_study.tell(trial, state=TrialState.PRUNED)
             else:
                 self.current.optuna_study.tell(trial, state=TrialState.FAIL)
@@ -236,7 +229,7 @@ class Worker:
     def delete_resume(self, claim: queue.Claim) -> None:
         retention.drop_resume_checkpoint(self.ctx, claim.lease.trial_id)
 
-    def after_trial(self, claim: queue.Claim, state: StudyState, study_status: str) -> None:
+    def after_trial(self, claim: queue.Claim, state: WarmStudy, study_status: str) -> None:
         self.delete_resume(claim)
         retention.apply(self.ctx, claim.study_id, state.spec.keep_top_k)
         if study_status == "completed":

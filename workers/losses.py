@@ -8,8 +8,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import losses as st_losses
 
-from service.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
-from service.tasks import TASKS, LossInfo
+from service.core.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
+from service.core.tasks import TASKS, LossInfo
 
 _INT_PARAMS = {"mini_batch_size"}
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 from service.context import Context
-from service.embedded_pg import database_url
+from service.local.embedded_pg import database_url
 from service.settings import Settings
 from workers.signals import ShutdownSignals
 

@@ -7,7 +7,7 @@ import logging
 
 from sentence_transformers import SentenceTransformer
 
-from service.spec import StudySpec
+from service.core.spec import StudySpec
 from workers.data import Resolver, StudyData, build_datasets
 from workers.evaluation import Evaluator, build_evaluator, evaluate
 from workers.modelref import resolve_model

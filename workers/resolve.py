@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import text
-
 from service.context import Context
-from service.data_refs import resolve_path
-from service.db import session_scope
-from service.errors import InvalidInput
-from service.spec import DataRef
+from service.store.data_refs import resolve_path
+from service.store.datasets import dataset_file
+from service.core.errors import InvalidInput
+from service.core.spec import DataRef
 from workers.data import Resolver
 
 
@@ -21,9 +19,7 @@ def make_resolver(ctx: Context, cache_dir: Path) -> Resolver:
             return resolve_path(ctx.settings.data_root, ref.path, "data.path")
         if ref.dataset_id is None:
             raise InvalidInput("this reference has no local file", field="data")
-        with session_scope(ctx.sessions) as s:
-            row = s.execute(text("SELECT storage_key, sha256, format FROM datasets WHERE id = :id"),
-                            {"id": ref.dataset_id}).first()
+        row = dataset_file(ctx.sessions, ref.dataset_id)
         if row is None:
             raise InvalidInput(f"dataset {ref.dataset_id} no longer exists", field="data.dataset_id")
         local = cache_dir / f"{row.sha256}.{row.format}"

@@ -25,7 +25,7 @@ from sentence_transformers.sentence_transformer.training_args import BatchSample
 from transformers import PrinterCallback
 from transformers.utils import logging as hf_logging
 
-from service.spec import (
+from service.core.spec import (
     CATEGORICAL_HYPERPARAMETERS,
     HYPERPARAMETERS,
     CategoricalDistribution,

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from service.api import errors, routes_dashboard, routes_health, routes_studies
 from service.api import routes_checkpoints, routes_datasets
 from service.context import Context
-from service.reaper import ReaperThread
+from service.store.reaper import ReaperThread
 
 log = logging.getLogger("stsweep.api")
 

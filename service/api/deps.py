@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.auth import verify_token
+from service.store.tokens import verify_token
 from service.context import Context
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `stsweep token create`.")

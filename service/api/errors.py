@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import errors
-from service.spec import field_errors
+from service.core import errors
+from service.core.spec import field_errors
 
 log = logging.getLogger("stsweep.api")
 

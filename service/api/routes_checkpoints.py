@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from service import checkpoints
+from service.store import checkpoints
 from service.api.deps import ContextDep, TokenDep
 from service.api.routes_studies import StudyId
-from service.checkpoints import Checkpoint
+from service.store.checkpoints import Checkpoint
 from service.context import Context
 
 router = APIRouter(prefix="/v1/studies", tags=["checkpoints"])

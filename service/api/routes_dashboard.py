@@ -12,13 +12,13 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import dashboard_queries as q
-from service import studies
+from service.store import dashboard_reads as q
+from service.store import studies
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.api.routes_studies import StudyId
-from service.dashboard import STATIC_DIR, plotly_js
-from service.dashboard import importance as imp
-from service.errors import NotFound
+from service.api.dashboard import STATIC_DIR, plotly_js
+from service.api.dashboard import importance as imp
+from service.core.errors import NotFound
 
 router = APIRouter(tags=["dashboard"])
 

@@ -21,12 +21,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from service import datasets
+from service.store import datasets
 from service.api.deps import ContextDep, SessionsDep, TokenDep
-from service.datasets import Spool
-from service.schemas import DatasetPublic
-from service.errors import InvalidInput, PayloadTooLarge, StsweepError
-from service.schemas import Page
+from service.store.datasets import Spool
+from service.core.schemas import DatasetPublic
+from service.core.errors import InvalidInput, PayloadTooLarge, StsweepError
+from service.core.schemas import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import ContextDep
-from service.db import ping
+from service.store.db import ping
 
 router = APIRouter(tags=["health"])
 

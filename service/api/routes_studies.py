@@ -7,18 +7,17 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from service import optuna_glue, studies
+from service.store import lifecycle, optuna_bridge, studies
 from service.api.deps import ContextDep, SessionsDep, TokenDep
-from service.data_refs import check_refs
-from service.errors import NotFound
-from service.schemas import Page, StudyPublic, TrialPublic
-from service.spec import StudySpec
+from service.store.data_refs import check_refs
+from service.core.errors import NotFound
+from service.core.schemas import Page, StudyPublic, TrialPublic
+from service.core.spec import StudySpec
+from service.core.states import StudyStatus, TrialState
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
 _STUDY_ID = re.compile(r"^st_[0-9a-f]{16}$")
-TrialState = Literal["queued", "running", "complete", "pruned", "failed"]
-StudyStatus = Literal["queued", "running", "paused", "stopped", "completed", "failed"]
 
 
 def study_id_param(study_id: str) -> str:
@@ -50,14 +49,14 @@ def create_study(
     dataset_ids = check_refs(ctx.sessions, ctx.settings.data_root, spec)
     study_id = studies.new_study_id()
     optuna_name = f"stsweep-{study_id}"
-    optuna_glue.create_study(ctx.optuna_storage, optuna_name, spec)
+    optuna_bridge.create_study(ctx.optuna_storage, optuna_name, spec)
     try:
         created = studies.insert_study(ctx.sessions, study_id, optuna_name, spec, idempotency_key, dataset_ids)
     except BaseException:
-        optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
+        optuna_bridge.delete_study(ctx.optuna_storage, optuna_name)
         raise
     if not created.created:
-        optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
+        optuna_bridge.delete_study(ctx.optuna_storage, optuna_name)
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/studies/{created.study_id}"
     return studies.get_study(ctx.sessions, created.study_id)
@@ -95,11 +94,11 @@ def read_trial(study_id: StudyId, number: int, sessions: SessionsDep, _token: To
 
 def _action(action: studies.Action):  # type: ignore[no-untyped-def]
     def change(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> StudyPublic:
-        studies.change_status(sessions, study_id, action)
+        lifecycle.change_status(sessions, study_id, action)
         return studies.get_study(sessions, study_id)
 
     change.__name__ = f"{action}_study"
-    change.__doc__ = studies.change_status.__doc__
+    change.__doc__ = lifecycle.change_status.__doc__
     return change
 
 
@@ -112,8 +111,8 @@ for _verb in ("pause", "resume", "stop"):
 def delete_study(study_id: StudyId, ctx: ContextDep, _token: TokenDep) -> Response:
     """Delete the study, its trials, its Optuna study and its checkpoints."""
     optuna_name = studies.delete_study(ctx.sessions, study_id)
-    optuna_glue.delete_study(ctx.optuna_storage, optuna_name)
-    from service.retention import delete_study_artifacts
+    optuna_bridge.delete_study(ctx.optuna_storage, optuna_name)
+    from service.store.retention import delete_study_artifacts
 
     delete_study_artifacts(ctx, study_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from service.artifacts.local import LocalArtifactStore
 from service.artifacts.store import ArtifactStore
-from service.errors import InvalidInput
+from service.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from service.settings import Settings

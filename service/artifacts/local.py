@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from service.archive import build_tar
+from service.artifacts.archive import build_tar
 from service.artifacts.store import (
     CHUNK_SIZE,
     ArtifactInfo,
@@ -23,7 +23,7 @@ from service.artifacts.store import (
     validate_key,
     validate_prefix,
 )
-from service.errors import NotFound, StorageError
+from service.core.errors import NotFound, StorageError
 
 _TMP_PREFIX = ".tmp-"  # keys never have a component starting with "." (see validate_key)
 

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.archive import build_tar
+from service.artifacts.archive import build_tar
 from service.artifacts.store import (
     CHUNK_SIZE,
     ArtifactInfo,
@@ -26,7 +26,7 @@ from service.artifacts.store import (
     validate_key,
     validate_prefix,
 )
-from service.errors import InvalidInput, NotFound, StorageError
+from service.core.errors import InvalidInput, NotFound, StorageError
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 SHA256_METADATA = "sha256"

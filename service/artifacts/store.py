@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from service.archive import safe_extract
-from service.errors import InvalidInput, PayloadTooLarge, StorageError
+from service.artifacts.archive import safe_extract
+from service.core.errors import InvalidInput, PayloadTooLarge, StorageError
 
 CHUNK_SIZE = 1024 * 1024
 MAX_KEY_LENGTH = 900  # leaves room for an S3 prefix under S3's 1024-byte key limit

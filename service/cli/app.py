@@ -1,0 +1,168 @@
+"""The `stsweep` command line (Typer). Settings are read once here and passed down.
+
+Heavy imports (FastAPI, uvicorn, torch) happen inside the commands that need them, so `stsweep worker`
+never imports FastAPI and `stsweep serve` never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from service.settings import Settings
+
+app = typer.Typer(
+    name="stsweep",
+    help="Hyperparameter sweeps for fine-tuning Sentence Transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError on a bad STSWEEP_* variable
+        raise fail(f"bad configuration: {exc}", 2) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to the database (ours, and create Optuna's schema)."""
+    from service.local.bootstrap import prepare_database
+
+    url = prepare_database(load_settings())
+    typer.echo(f"database is up to date ({url.split('@')[-1]})")
+
+
+@token_app.command("create")
+def token_create(name: Annotated[str, typer.Option("--name", "-n", help="Who or what the token is for.")]) -> None:
+    """Create an API token. It is printed once; only its hash is stored."""
+    from service.store.tokens import create_token
+    from service.local.bootstrap import prepare_database
+    from service.context import Context
+
+    settings = load_settings()
+    ctx = Context(settings, prepare_database(settings))
+    try:
+        typer.echo(create_token(ctx.sessions, name))
+    finally:
+        ctx.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default STSWEEP_HOST, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default STSWEEP_PORT, 8000).")] = None,
+) -> None:
+    """Run the API and dashboard (and the lease reaper)."""
+    from service.local.bootstrap import serve_api
+
+    settings = load_settings()
+    serve_api(settings, host or settings.host, port or settings.port)
+
+
+@app.command()
+def worker(
+    gpus: Annotated[str, typer.Option(help="'all', a list like 0,1, or 'none' for the CPU.")] = "all",
+    trials_per_gpu: Annotated[int, typer.Option(min=1, help="Trials side by side on one GPU.")] = 1,
+    device: Annotated[Optional[str], typer.Option(help="Run one worker on this device (cpu, cuda:0).")] = None,
+    max_trials: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many trials.")] = None,
+    exit_when_idle: Annotated[Optional[float], typer.Option(help="Exit after this many idle seconds.")] = None,
+) -> None:
+    """Pull trials from the queue and train them, until SIGTERM / Ctrl-C."""
+    from workers.main import run_worker
+
+    try:
+        code = run_worker(load_settings(), gpus=gpus, trials_per_gpu=trials_per_gpu, device=device,
+                          max_trials=max_trials, exit_when_idle=exit_when_idle)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    host: Annotated[Optional[str], typer.Option(help="Interface for the API (default STSWEEP_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port for the API (default STSWEEP_PORT).")] = None,
+    gpus: Annotated[str, typer.Option(help="Workers: 'all' GPUs (one CPU worker without any), a list, 'none'.")] = "all",
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Start only the API.")] = False,
+) -> None:
+    """Everything on one machine: database (embedded unless STSWEEP_DATABASE_URL is set), migrations, the API
+    and dashboard, and workers. Prints the dashboard URL and an API token. Ctrl-C stops it all cleanly."""
+    import logging
+
+    from service.local.stack import running_stack, wait_for_signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_settings()
+    with running_stack(settings, host or settings.host, port or settings.port, workers=not no_worker,
+                       worker_args=("--gpus", gpus)) as stack:
+        typer.secho(f"stsweep is up: dashboard {stack.url}/", fg=typer.colors.GREEN, bold=True)
+        typer.echo(f"API token (shown once): {stack.token}")
+        typer.echo(f"  export STSWEEP_URL={stack.url} STSWEEP_TOKEN={stack.token}")
+        typer.echo("Ctrl-C stops everything; running trials go back to the queue.")
+        wait_for_signal(stack)
+    typer.echo("stopped")
+
+
+@app.command()
+def demo(
+    trials: Annotated[int, typer.Option(min=1, help="Trials in the demo sweep.")] = 4,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to put the best model.")] = Path("stsweep-demo-model"),
+    train: Annotated[Optional[Path], typer.Option(help="Your own train pairs (CSV/TSV/JSONL/Parquet).")] = None,
+    eval_: Annotated[Optional[Path], typer.Option("--eval", help="Your own eval pairs (with --train).")] = None,
+    test: Annotated[Optional[Path], typer.Option(help="Optional test pairs (with --train).")] = None,
+    hf: Annotated[Optional[str], typer.Option(help="A Hugging Face dataset, e.g. sentence-transformers/stsb.")] = None,
+    score_range: Annotated[str, typer.Option(help="LOW,HIGH range of the scores in --train/--eval.")] = "0,1",
+    max_train_samples: Annotated[Optional[int], typer.Option(min=1, help="Random subset of train.")] = None,
+    every_n_examples: Annotated[int, typer.Option(min=1, help="Evaluate every N training examples.")] = 128,
+    port: Annotated[Optional[int], typer.Option(help="Port for the API.")] = None,
+) -> None:
+    """The main job: a small real sweep of all-MiniLM-L6-v2 on sentence pairs, then the best model pulled and
+    its score shown next to the untrained baseline's. Works offline with the bundled sample data."""
+    from rich.console import Console
+
+    from service.local.demo import run_demo
+
+    if (train is None) != (eval_ is None):
+        raise fail("--train and --eval go together", 2)
+    if hf is not None and train is not None:
+        raise fail("give --hf or --train/--eval, not both", 2)
+    try:
+        low, high = (float(x) for x in score_range.split(","))
+    except ValueError as exc:
+        raise fail(f"--score-range: expected LOW,HIGH (got {score_range!r})", 2) from exc
+    settings = load_settings()
+    code = run_demo(settings, host=settings.host, port=port or settings.port, trials=trials, out=out, train=train,
+                    eval_=eval_, test=test, hf=hf, score_range=(low, high), max_train_samples=max_train_samples,
+                    every_n_examples=every_n_examples, console=Console())
+    raise typer.Exit(code)
+
+
+from service.cli.client_commands import register  # noqa: E402  submit, ls, status, best, pull, pause/resume/stop, datasets
+register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One machine, batteries included: the embedded PostgreSQL, `stsweep up` and the demo with its data."""

@@ -1,0 +1,55 @@
+"""Start-up steps shared by `serve`, `up`, `db upgrade` and `token create`: wait for the database, migrate,
+create Optuna's schema, then serve."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from service.store import migrate, optuna_bridge
+from service.local.embedded_pg import database_url
+from service.core.errors import DatabaseUnavailable
+from service.settings import Settings
+
+log = logging.getLogger("stsweep")
+
+
+def wait_for_database(url: str, timeout: float = 30.0) -> None:
+    from service.store.db import make_engine, ping
+
+    engine = make_engine(url, pool_size=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                ping(engine)
+                return
+            except DatabaseUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def prepare_database(settings: Settings) -> str:
+    """The database URL, after the server answered and the schema is at head."""
+    url = database_url(settings)
+    wait_for_database(url)
+    migrate.upgrade(url)
+    optuna_bridge.ensure_schema(url, settings.optuna_schema)
+    return url
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.context import Context
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx = Context(settings, prepare_database(settings))
+    try:
+        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+    finally:
+        ctx.close()

@@ -1,0 +1,304 @@
+"""Uploaded data sets: content-addressed objects in the artifact store, checked on upload, found by id only.
+
+An upload is first spooled to a local temp file (size limit enforced chunk by chunk, sha256 computed on the
+way), parsed and checked with service/tabular for the declared task, and only then published to the store at
+``datasets/<sha256>.<format>``. So a refused upload (too large, malformed, a bad row) never leaves anything in
+the store, and the same bytes always give the same id (``ds_`` + the first 16 hex digits of the sha256) and one
+object. Publishing and deleting one sha256 are serialised by a transaction-scoped advisory lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.artifacts.store import HashingWriter
+from service.context import Context
+from service.store.db import session_scope
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.schemas import ColumnInfo, DatasetPublic, Page
+from service.core.tabular import check_rows, detect_format, read_table
+from service.core.tasks import TASKS
+
+DATASET_ID = re.compile(r"^ds_[0-9a-f]{16}$")
+DEFAULT_SCORE_RANGE = (0.0, 1.0)  # the same default as a study's data.score_range
+MAX_FILENAME = 255
+_PREVIEW_TEXT = 500  # characters of a text value kept in a preview
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    task: str
+    columns: dict[str, str] | None = None
+    score_range: tuple[float, float] = DEFAULT_SCORE_RANGE
+    format: str | None = None
+
+
+def dataset_id_for(sha256: str) -> str:
+    return "ds_" + sha256[:16]
+
+
+def validate_id(dataset_id: str) -> str:
+    """Ids are opaque; anything else (``..``, paths, encodings) is simply not found, and nothing is read."""
+    if not DATASET_ID.fullmatch(dataset_id):
+        raise NotFound(f"dataset {dataset_id!r} not found", field="dataset_id")
+    return dataset_id
+
+
+def storage_key(sha256: str, fmt: str) -> str:
+    return f"datasets/{sha256}.{fmt}"
+
+
+# ---------------------------------------------------------------- upload options
+
+
+def parse_options(task: str | None, columns: str | None, score_range: str | None,
+                  fmt: str | None = None) -> UploadOptions:
+    """Upload form fields (strings) -> UploadOptions; InvalidInput naming the field otherwise."""
+    if not task:
+        raise InvalidInput(f"task is required (one of {', '.join(TASKS)})", field="task")
+    if task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r} (choose from {', '.join(TASKS)})", field="task")
+    info = TASKS[task]
+    mapping: dict[str, str] | None = None
+    if columns:
+        try:
+            mapping = json.loads(columns)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"not JSON: {exc.msg}", field="columns") from exc
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                    for k, v in mapping.items()):
+            raise InvalidInput('expected a JSON object mapping role to column, e.g. {"score": "label"}',
+                               field="columns")
+        for role in mapping:
+            if role not in info.columns:
+                raise InvalidInput(f"{role!r} is not a column of task {task} (expected {', '.join(info.columns)})",
+                                   field="columns")
+    low_high = DEFAULT_SCORE_RANGE
+    if score_range:
+        low_high = _parse_range(score_range)
+    if fmt:
+        fmt = detect_format(Path("upload"), fmt)
+    return UploadOptions(task=task, columns=mapping, score_range=low_high, format=fmt or None)
+
+
+def _parse_range(raw: str) -> tuple[float, float]:
+    raw = raw.strip()
+    try:
+        values = json.loads(raw) if raw.startswith("[") else [float(x) for x in raw.split(",")]
+    except (ValueError, json.JSONDecodeError):
+        values = None
+    if (not isinstance(values, list) or len(values) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise InvalidInput(f"expected 'low,high' or [low, high], got {raw!r}", field="score_range")
+    low, high = float(values[0]), float(values[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidInput(f"need finite low < high, got {raw!r}", field="score_range")
+    return low, high
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's file name is kept for display and to tell the format, never used as a path."""
+    base = PurePath((name or "").replace("\\", "/")).name
+    base = "".join(c for c in base if c.isprintable()).strip()
+    return base[-MAX_FILENAME:] or "upload"
+
+
+# ---------------------------------------------------------------- spooling
+
+
+class Spool:
+    """A local temp file an upload streams into: counted against ``max_bytes`` (PayloadTooLarge) and hashed.
+
+    Use as a context manager; the temp folder is removed on exit whatever happened.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._dir = tempfile.mkdtemp(prefix="stsweep-upload-")
+        self.path = Path(self._dir) / "data"
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/close()
+        self._writer = HashingWriter(self._file, max_bytes)
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._writer.write(data)
+
+    def finish(self) -> None:
+        self._file.close()
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    @property
+    def sha256(self) -> str:
+        return self._writer.hexdigest()
+
+    def close(self) -> None:
+        self._file.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tuple[DatasetPublic, bool]:
+    """Check the spooled upload for ``opts.task`` and publish it. Returns (dataset, created).
+
+    Same bytes already stored: the row is returned as is (created False), after the bytes were checked for this
+    upload's task too; a different declared format for the same bytes is a Conflict.
+    """
+    spool.finish()
+    if spool.size == 0:
+        raise InvalidInput("the file is empty", field="file")
+    fmt = detect_format(Path(filename), opts.format)
+    table = read_table(spool.path, fmt)
+    try:
+        report = check_rows(table, opts.task, opts.columns, opts.score_range, field="file")
+    except InvalidInput as exc:
+        if exc.field and exc.field.startswith("data.columns."):
+            raise InvalidInput(exc.message, field="columns." + exc.field.removeprefix("data.columns.")) from exc
+        raise
+    roles = {column: role for role, column in
+             {r: (opts.columns or {}).get(r, r) for r in TASKS[opts.task].columns}.items()}
+    columns = [{"name": f.name, "type": str(f.type), "role": roles.get(f.name)} for f in table.schema]
+    sha = spool.sha256
+    dataset_id = dataset_id_for(sha)
+    key = storage_key(sha, fmt)
+    with session_scope(ctx.sessions) as s:
+        _lock(s, sha)
+        existing = s.execute(text("SELECT format FROM datasets WHERE sha256 = :sha"), {"sha": sha}).first()
+        if existing is not None:
+            if existing.format != fmt:
+                raise Conflict(f"these bytes are already dataset {dataset_id}, stored as {existing.format}, "
+                               f"not {fmt}", field="format")
+            created = False
+        else:
+            ctx.artifacts.put_file(key, spool.path)
+            try:
+                s.execute(text("""
+                    INSERT INTO datasets (id, sha256, filename, format, size_bytes, storage_key, row_count, columns,
+                                          duplicate_rows, preview)
+                    VALUES (:id, :sha, :filename, :fmt, :size, :key, :rows, CAST(:columns AS jsonb), :dups,
+                            CAST(:preview AS jsonb))"""),
+                    {"id": dataset_id, "sha": sha, "filename": filename, "fmt": fmt, "size": spool.size,
+                     "key": key, "rows": report.row_count, "columns": json.dumps(columns),
+                     "dups": report.duplicate_rows, "preview": json.dumps(_json_safe(report.preview))})
+                s.flush()
+            except BaseException:
+                ctx.artifacts.delete(key)
+                raise
+            created = True
+    return get_dataset(ctx.sessions, dataset_id, with_users=False), created
+
+
+def _lock(s: Session, sha256: str) -> None:
+    """Serialise publish / delete of one content hash (until the transaction ends)."""
+    s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "stsweep-dataset:" + sha256})
+
+
+def _json_safe(value: Any) -> Any:
+    """Preview values as JSON (and JSONB) can hold them: no NaN, no bytes or dates, long texts cut."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    text_ = value if isinstance(value, str) else str(value)
+    return text_ if len(text_) <= _PREVIEW_TEXT else text_[:_PREVIEW_TEXT] + "…"
+
+
+# ---------------------------------------------------------------- reading
+
+
+_COLUMNS = "id, sha256, filename, format, size_bytes, row_count, columns, duplicate_rows, preview, created_at"
+
+
+def _public(row: Any, *, preview: bool, used_by: list[str] | None = None) -> DatasetPublic:
+    return DatasetPublic(id=row.id, sha256=row.sha256, filename=row.filename, format=row.format,
+                         size_bytes=row.size_bytes, row_count=row.row_count,
+                         columns=[ColumnInfo(**c) for c in row.columns], duplicate_rows=row.duplicate_rows,
+                         preview=row.preview if preview else None, created_at=row.created_at, used_by=used_by)
+
+
+def get_dataset(factory: sessionmaker[Session], dataset_id: str, *, with_users: bool = True) -> DatasetPublic:
+    validate_id(dataset_id)
+    with session_scope(factory) as s:
+        row = s.execute(text(f"SELECT {_COLUMNS} FROM datasets WHERE id = :id"), {"id": dataset_id}).first()
+        if row is None:
+            raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+        users = None
+        if with_users:
+            users = list(s.execute(text("SELECT DISTINCT study_id FROM study_datasets WHERE dataset_id = :id "
+                                        "ORDER BY study_id"), {"id": dataset_id}).scalars())
+    return _public(row, preview=True, used_by=users)
+
+
+def list_datasets(factory: sessionmaker[Session], offset: int, limit: int) -> Page[DatasetPublic]:
+    with session_scope(factory) as s:
+        total = s.execute(text("SELECT count(*) FROM datasets")).scalar_one()
+        rows = s.execute(text(f"SELECT {_COLUMNS} FROM datasets ORDER BY created_at DESC, id "
+                              "LIMIT :limit OFFSET :offset"), {"limit": limit, "offset": offset}).all()
+    return Page[DatasetPublic](items=[_public(r, preview=False) for r in rows], total=total, offset=offset,
+                               limit=limit)
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def delete_dataset(ctx: Context, dataset_id: str) -> None:
+    """Delete the row and its object; Conflict while any study references it."""
+    validate_id(dataset_id)
+    try:
+        with session_scope(ctx.sessions) as s:
+            row = s.execute(text("SELECT sha256, storage_key FROM datasets WHERE id = :id"),
+                            {"id": dataset_id}).first()
+            if row is None:
+                raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+            _lock(s, row.sha256)
+            users = list(s.execute(text("SELECT DISTINCT study_id FROM study_datasets WHERE dataset_id = :id "
+                                        "ORDER BY study_id"), {"id": dataset_id}).scalars())
+            if users:
+                raise Conflict(f"dataset {dataset_id} is used by {len(users)} "
+                               f"stud{'y' if len(users) == 1 else 'ies'} ({', '.join(users[:5])}); "
+                               "delete those first", field="dataset_id")
+            # The foreign key (ON DELETE RESTRICT) catches a study created since the check.
+            s.execute(text("DELETE FROM datasets WHERE id = :id"), {"id": dataset_id})
+            s.flush()
+            ctx.artifacts.delete(row.storage_key)  # a store failure rolls the row back
+    except IntegrityError as exc:
+        raise Conflict(f"dataset {dataset_id} is used by a study; delete it first", field="dataset_id") from exc
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    storage_key: str
+    sha256: str
+    format: str
+
+
+def dataset_file(factory: sessionmaker[Session], dataset_id: str) -> DatasetFile | None:
+    """Where an uploaded data set's bytes are kept (for a worker to fetch), or None once it is deleted."""
+    with session_scope(factory) as s:
+        row = s.execute(text("SELECT storage_key, sha256, format FROM datasets WHERE id = :id"),
+                        {"id": dataset_id}).first()
+    return DatasetFile(row.storage_key, row.sha256, row.format) if row else None

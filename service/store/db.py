@@ -1,0 +1,58 @@
+"""Engines and the one scoped-session helper. Nothing else commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.core.errors import DatabaseUnavailable
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for our tables. pre_ping: long trials leave connections idle for an hour."""
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60, "application_name": "stsweep"},
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Commit on success, roll back on failure; connection failures become DatabaseUnavailable."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise DatabaseUnavailable("the database is unreachable") from exc
+    except DBAPIError as exc:
+        session.rollback()
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable("the database connection was lost") from exc
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def ping(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable("the database is unreachable") from exc

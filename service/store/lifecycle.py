@@ -1,0 +1,111 @@
+"""The study state machine, in one place: queued -> running (first claim) -> completed | failed (settled when
+no trial can run any more), paused / stopped / resumed by the user, paused after a streak of identical
+failures. Every transition locks the study row first."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.core.errors import Conflict, NotFound
+from service.store.db import session_scope
+
+ACTIVE_STUDY = "('queued', 'running')"
+
+
+def mark_started(s: Session, study_id: str) -> None:
+    """The first claim of a queued study starts it."""
+    s.execute(text("UPDATE studies SET status = 'running', started_at = coalesce(started_at, now()), "
+                   "updated_at = now() WHERE id = :sid AND status = 'queued'"), {"sid": study_id})
+
+
+def track_failures(s: Session, study_id: str, state: str, failure_reason: str | None, pause_after_streak: int) -> None:
+    """A streak of identical failures pauses the study (with the reason); any other ending resets it."""
+    if state != "failed":
+        s.execute(text("UPDATE studies SET failure_streak = 0 WHERE id = :sid AND failure_streak <> 0"),
+                  {"sid": study_id})
+        return
+    s.execute(
+        text("""UPDATE studies SET
+                    failure_streak = CASE WHEN last_failure_reason = :reason THEN failure_streak + 1 ELSE 1 END,
+                    last_failure_reason = :reason
+                WHERE id = :sid"""),
+        {"sid": study_id, "reason": failure_reason},
+    )
+    s.execute(
+        text(f"""UPDATE studies SET status = 'paused', updated_at = now(),
+                     status_reason = 'paused after ' || failure_streak || ' trials failed in a row: ' || :reason
+                 WHERE id = :sid AND status IN {ACTIVE_STUDY} AND failure_streak >= :n"""),
+        {"sid": study_id, "reason": failure_reason, "n": pause_after_streak},
+    )
+
+
+def settle_study(s: Session, study_id: str) -> str:
+    """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
+    passed with nothing running (never-started slots are then dropped).
+
+    The study row is locked first, and the check runs in a statement after the lock: two trials finishing at
+    once would otherwise each still see the other as running, and neither would settle the study."""
+    s.execute(text("SELECT 1 FROM studies WHERE id = :sid FOR UPDATE"), {"sid": study_id})
+    s.execute(
+        text(f"""
+        WITH st AS (
+            SELECT id, (timeout_seconds IS NOT NULL AND started_at IS NOT NULL
+                        AND now() >= started_at + make_interval(secs => timeout_seconds)) AS timed_out
+            FROM studies WHERE id = :sid AND status IN {ACTIVE_STUDY}
+        ), open AS (
+            SELECT count(*) FILTER (WHERE state = 'running') AS running,
+                   count(*) FILTER (WHERE state = 'queued') AS queued
+            FROM trials WHERE study_id = :sid
+        ), done AS (
+            SELECT st.id FROM st, open
+            WHERE open.running = 0 AND (open.queued = 0 OR st.timed_out)
+        ), dropped AS (
+            DELETE FROM trials t USING done
+            WHERE t.study_id = done.id AND t.state = 'queued' AND t.attempts = 0 AND t.params IS NULL
+        )
+        UPDATE studies SET
+            status = CASE WHEN EXISTS (SELECT 1 FROM trials WHERE study_id = :sid AND state = 'complete')
+                          THEN 'completed' ELSE 'failed' END,
+            status_reason = CASE WHEN EXISTS (SELECT 1 FROM trials WHERE study_id = :sid AND state = 'complete')
+                          THEN status_reason ELSE 'no trial completed' END,
+            finished_at = now(), updated_at = now()
+        FROM done WHERE studies.id = done.id
+        """),
+        {"sid": study_id},
+    )
+    return s.execute(text("SELECT status FROM studies WHERE id = :sid"), {"sid": study_id}).scalar_one()
+
+
+Action = Literal["pause", "resume", "stop"]
+_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    # action: (from states, to state). Resume goes back to 'queued' or 'running' depending on history.
+    "pause": (("queued", "running"), "paused"),
+    "stop": (("queued", "running", "paused"), "stopped"),
+    "resume": (("paused", "stopped"), "running"),
+}
+
+
+def change_status(factory: sessionmaker[Session], study_id: str, action: Action) -> str:
+    """Pause: no new trials start, running ones finish. Stop: running trials are interrupted at their next
+    step and given back to the queue with their checkpoint, so a later resume loses nothing. Resume: both."""
+    allowed, target = _TRANSITIONS[action]
+    with session_scope(factory) as s:
+        row = s.execute(text("SELECT status, started_at FROM studies WHERE id = :id FOR UPDATE"),
+                        {"id": study_id}).first()
+        if row is None:
+            raise NotFound(f"study {study_id} not found", field="study_id")
+        if row.status == target:
+            return target
+        if row.status not in allowed:
+            raise Conflict(f"cannot {action} a study that is {row.status}", field="status")
+        if action == "resume" and row.started_at is None:
+            target = "queued"
+        s.execute(text("UPDATE studies SET status = :t, status_reason = NULL, updated_at = now(), "
+                       "failure_streak = CASE WHEN :t IN ('queued', 'running') THEN 0 ELSE failure_streak END "
+                       "WHERE id = :id"), {"t": target, "id": study_id})
+        if target == "running":
+            return settle_study(s, study_id)
+    return target

@@ -1,0 +1,185 @@
+"""Our tables (Optuna keeps its own, in its own schema). Created only by the Alembic revisions in migrations/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.core.states import STUDY_STATUSES, TRIAL_STATES
+
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _seq_column() -> Mapped[int]:
+    """Every insert and update (a trigger, see migrations) takes the next value of one sequence: the dashboard
+    asks for "what changed since cursor N" instead of reloading a whole study."""
+    return mapped_column(BigInteger, server_default=text("nextval('change_seq')"), nullable=False)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STUDY_STATUSES}", name="ck_studies_status"),
+        Index("ix_studies_status_created", "status", "created_at"),
+        Index("ix_studies_seq", "seq"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="queued")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    optuna_study_name: Mapped[str] = mapped_column(String(80), nullable=False, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Copied out of the spec so the claim query needs no JSON.
+    n_trials: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_concurrent_trials: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    timeout_seconds: Mapped[float | None] = mapped_column(Double)
+    direction: Mapped[str] = mapped_column(String(8), nullable=False)
+    baseline_value: Mapped[float | None] = mapped_column(Double)
+    baseline_subset_value: Mapped[float | None] = mapped_column(Double)
+    test_metric: Mapped[str | None] = mapped_column(String(100))
+    test_value: Mapped[float | None] = mapped_column(Double)
+    failure_streak: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seq: Mapped[int] = _seq_column()
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
+        CheckConstraint(f"state IN {TRIAL_STATES}", name="ck_trials_state"),
+        Index("ix_trials_claim", "study_id", "state", "number"),
+        Index("ix_trials_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
+        Index("ix_trials_study_seq", "study_id", "seq"),
+        Index("ix_trials_best", "study_id", "rank_key", "number",
+              postgresql_where=text("state = 'complete' AND rank_key IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, server_default="queued")
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Double)
+    # The value turned so that lower is better (-value when maximizing); NULL unless a finite value: the one
+    # ranking of trials, served by ix_trials_best (see service/ranking.py).
+    rank_key: Mapped[float | None] = mapped_column(Double)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    below_baseline: Mapped[bool | None] = mapped_column(Boolean)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[Any | None] = mapped_column(UUID(as_uuid=True))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    examples_seen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    planned_examples: Mapped[int | None] = mapped_column(BigInteger)
+    last_eval: Mapped[float | None] = mapped_column(Double)
+    eta_seconds: Mapped[float | None] = mapped_column(Double)
+    resume_key: Mapped[str | None] = mapped_column(Text)
+    resume_sha256: Mapped[str | None] = mapped_column(String(64))
+    resume_examples: Mapped[int | None] = mapped_column(BigInteger)
+    checkpoint_key: Mapped[str | None] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seq: Mapped[int] = _seq_column()
+
+
+class IntermediateValue(Base):
+    __tablename__ = "intermediate_values"
+    __table_args__ = (Index("ix_intermediate_seq", "seq"),)
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    examples_seen: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    value: Mapped[float] = mapped_column(Double, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    seq: Mapped[int] = _seq_column()
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    device: Mapped[str] = mapped_column(String(100), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="idle")
+    current_trial_id: Mapped[int | None] = mapped_column(BigInteger)
+    trials_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    started_at: Mapped[datetime] = _now()
+    last_heartbeat_at: Mapped[datetime] = _now()
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)
+    format: Mapped[str] = mapped_column(String(16), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    row_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    columns: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    duplicate_rows: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    preview: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class StudyDataset(Base):
+    """Which datasets a study uses: a dataset is not deleted while any study references it."""
+
+    __tablename__ = "study_datasets"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -1,0 +1,320 @@
+"""The trial queue: every SQL statement that moves a trial between states lives here.
+
+A trial slot is claimed in one short transaction (`FOR UPDATE SKIP LOCKED`); the claimant then holds a lease
+(`lease_token`, renewed by heartbeats). Every later write is guarded by that token and by `state = 'running'`,
+and says whether it won: once the reaper has taken the lease away, the old attempt's writes change nothing.
+All times come from the database clock (`now()`), never a worker's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.store import lifecycle
+from service.store.db import session_scope
+from service.store.lifecycle import ACTIVE_STUDY
+from service.core.errors import LeaseLost
+from service.store.ranking import RANK_KEY_SQL
+
+@dataclass(frozen=True)
+class Lease:
+    trial_id: int
+    token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Claim:
+    lease: Lease
+    study_id: str
+    number: int
+    attempt: int
+    params: dict[str, Any] | None
+    optuna_trial_id: int | None
+    resume_key: str | None
+    resume_sha256: str | None
+    resume_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class Reaped:
+    trial_id: int
+    study_id: str
+    number: int
+    state: str  # 'queued' (another attempt follows) or 'failed' (attempts used up)
+    optuna_trial_id: int | None
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learns: whether the study still wants this trial to run."""
+
+    study_status: str
+
+    @property
+    def keep_running(self) -> bool:
+        return self.study_status in ("running", "queued", "paused")
+
+
+def create_slots(session: Session, study_id: str, n_trials: int) -> None:
+    """The study's budget as queued slots, numbered 0..n-1; parameters are sampled when a slot is claimed."""
+    session.execute(
+        text("INSERT INTO trials (study_id, number) SELECT :sid, g FROM generate_series(0, :n - 1) AS g"),
+        {"sid": study_id, "n": n_trials},
+    )
+
+
+# ------------------------------------------------------------------ claiming
+
+_LOCK_NEXT_STUDY = text(f"""
+    SELECT id, max_concurrent_trials FROM studies
+    WHERE status IN {ACTIVE_STUDY}
+      AND id <> ALL(:tried)
+      AND (timeout_seconds IS NULL OR started_at IS NULL
+           OR now() < started_at + make_interval(secs => timeout_seconds))
+      AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+""")
+
+# Runs after the study row is locked, in a new statement (so a fresh snapshot): the running count is exact
+# because every claim of this study holds the same lock.
+_CLAIM_IN_STUDY = text("""
+    WITH pick AS (
+        SELECT id FROM trials
+        WHERE study_id = :sid AND state = 'queued'
+          AND (SELECT count(*) FROM trials r WHERE r.study_id = :sid AND r.state = 'running') < :max_concurrent
+        ORDER BY number
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE trials t
+    SET state = 'running', attempts = t.attempts + 1, lease_token = :token, worker_id = :worker_id,
+        heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        started_at = coalesce(t.started_at, now()), failure_reason = NULL
+    FROM pick WHERE t.id = pick.id
+    RETURNING t.id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
+              t.resume_examples
+""")
+
+
+def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: float) -> tuple[Claim, str] | None:
+    """Claim the next runnable slot across active studies. Returns (claim, study_id) or None."""
+    with session_scope(factory) as s:
+        tried: list[str] = []
+        for _ in range(16):
+            row = s.execute(_LOCK_NEXT_STUDY, {"tried": tried}).first()
+            if row is None:
+                return None
+            study_id, max_concurrent = row
+            token = uuid.uuid4()
+            got = s.execute(
+                _CLAIM_IN_STUDY,
+                {"sid": study_id, "max_concurrent": max_concurrent, "token": token,
+                 "worker_id": worker_id, "lease_seconds": lease_seconds},
+            ).first()
+            if got is None:
+                tried.append(study_id)
+                continue
+            lifecycle.mark_started(s, study_id)
+            if worker_id is not None:
+                s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
+                          {"tid": got.id, "w": worker_id})
+            claim_ = Claim(Lease(got.id, token), study_id, got.number, got.attempts, got.params,
+                           got.optuna_trial_id, got.resume_key, got.resume_sha256, got.resume_examples)
+            return claim_, study_id
+        return None
+
+
+# ------------------------------------------------------------------ writes guarded by the lease
+
+_GUARD = "id = :tid AND lease_token = :token AND state = 'running'"
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"trial {lease.trial_id}: the lease was lost (attempt token no longer holds it)")
+
+
+def _guarded(factory: sessionmaker[Session], lease: Lease, sql: str, params: dict[str, Any]) -> Any:
+    with session_scope(factory) as s:
+        row = s.execute(text(sql), {"tid": lease.trial_id, "token": lease.token, **params}).first()
+    if row is None:
+        raise _lost(lease)
+    return row
+
+
+def heartbeat(factory: sessionmaker[Session], lease: Lease, lease_seconds: float) -> Beat:
+    row = _guarded(
+        factory, lease,
+        f"""UPDATE trials SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :ls)
+            WHERE {_GUARD}
+            RETURNING (SELECT status FROM studies WHERE studies.id = trials.study_id)""",
+        {"ls": lease_seconds},
+    )
+    return Beat(study_status=row[0])
+
+
+def set_params(factory: sessionmaker[Session], lease: Lease, params: dict[str, Any], optuna_trial_id: int) -> None:
+    _guarded(factory, lease,
+             f"UPDATE trials SET params = CAST(:params AS jsonb), optuna_trial_id = :otid WHERE {_GUARD} RETURNING id",
+             {"params": json.dumps(params), "otid": optuna_trial_id})
+
+
+def report(factory: sessionmaker[Session], lease: Lease, examples_seen: int, value: float) -> bool:
+    """Record an intermediate value. Returns False when that point already existed (a resumed attempt)."""
+    with session_scope(factory) as s:
+        owner = s.execute(text(f"SELECT 1 FROM trials WHERE {_GUARD} FOR UPDATE"),
+                          {"tid": lease.trial_id, "token": lease.token}).first()
+        if owner is None:
+            raise _lost(lease)
+        inserted = s.execute(
+            text("INSERT INTO intermediate_values (trial_id, examples_seen, value) VALUES (:tid, :n, :v) "
+                 "ON CONFLICT (trial_id, examples_seen) DO NOTHING RETURNING 1"),
+            {"tid": lease.trial_id, "n": examples_seen, "v": value},
+        ).first()
+        s.execute(text("UPDATE trials SET last_eval = :v WHERE id = :tid"), {"tid": lease.trial_id, "v": value})
+    return inserted is not None
+
+
+def progress(factory: sessionmaker[Session], lease: Lease, examples_seen: int, planned: int,
+             eta_seconds: float | None) -> None:
+    _guarded(factory, lease,
+             f"""UPDATE trials SET examples_seen = :n, planned_examples = :planned, eta_seconds = :eta
+                 WHERE {_GUARD} RETURNING id""",
+             {"n": examples_seen, "planned": planned, "eta": eta_seconds})
+
+
+def record_resume_checkpoint(factory: sessionmaker[Session], lease: Lease, key: str, sha256: str,
+                             examples_seen: int) -> str | None:
+    """Point the trial at its newest resumable checkpoint; returns the key it replaces (to delete)."""
+    with session_scope(factory) as s:
+        old = s.execute(text(f"SELECT resume_key FROM trials WHERE {_GUARD} FOR UPDATE"),
+                        {"tid": lease.trial_id, "token": lease.token}).first()
+        if old is None:
+            raise _lost(lease)
+        s.execute(text("UPDATE trials SET resume_key = :key, resume_sha256 = :sha, resume_examples = :n "
+                       "WHERE id = :tid"), {"tid": lease.trial_id, "key": key, "sha": sha256, "n": examples_seen})
+    return old[0] if old[0] not in (None, key) else None
+
+
+def release(factory: sessionmaker[Session], lease: Lease) -> bool:
+    """Give the trial back to the queue (graceful shutdown, study stopped): not an attempt used up."""
+    with session_scope(factory) as s:
+        row = s.execute(
+            text(f"""UPDATE trials SET state = 'queued', lease_token = NULL, worker_id = NULL,
+                         lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+                     WHERE {_GUARD} RETURNING id"""),
+            {"tid": lease.trial_id, "token": lease.token},
+        ).first()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: str  # complete | pruned | failed
+    value: float | None = None
+    metrics: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    checkpoint_key: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_bytes: int | None = None
+    examples_seen: int | None = None  # where training ended (pruned, early-stopped, or the plan)
+
+
+def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_after_streak: int) -> str:
+    """End the trial (guarded by the lease) and settle the study. Returns the study's status afterwards."""
+    with session_scope(factory) as s:
+        row = s.execute(
+            text(f"""UPDATE trials SET state = :state, value = :value, rank_key = {RANK_KEY_SQL},
+                         metrics = CAST(:metrics AS jsonb),
+                         failure_reason = :reason, lease_token = NULL, lease_expires_at = NULL,
+                         finished_at = now(), eta_seconds = NULL,
+                         examples_seen = coalesce(:examples, examples_seen),
+                         checkpoint_key = :ck, checkpoint_sha256 = :csha, checkpoint_bytes = :cbytes,
+                         below_baseline = CASE WHEN :state = 'complete' THEN (
+                             SELECT CASE WHEN st.baseline_value IS NULL THEN NULL
+                                         WHEN st.direction = 'maximize' THEN :value < st.baseline_value
+                                         ELSE :value > st.baseline_value END
+                             FROM studies st WHERE st.id = trials.study_id) END
+                     WHERE {_GUARD} RETURNING study_id, worker_id"""),
+            {"tid": lease.trial_id, "token": lease.token, "state": result.state, "value": result.value,
+             "metrics": json.dumps(result.metrics) if result.metrics is not None else None,
+             "reason": result.failure_reason, "ck": result.checkpoint_key, "csha": result.checkpoint_sha256,
+             "cbytes": result.checkpoint_bytes, "examples": result.examples_seen},
+        ).first()
+        if row is None:
+            raise _lost(lease)
+        study_id, worker_id = row
+        if worker_id is not None:
+            s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
+                           "status = 'idle' WHERE id = :w"), {"w": worker_id})
+        lifecycle.track_failures(s, study_id, result.state, result.failure_reason, pause_after_streak)
+        return lifecycle.settle_study(s, study_id)
+
+
+# ------------------------------------------------------------------ the reaper
+
+
+def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
+    """Trials whose lease expired go back to the queue as the next attempt (same parameters), or fail once
+    the study's max_attempts are used up. Studies whose timeout passed are settled."""
+    with session_scope(factory) as s:
+        rows = s.execute(text("""
+            WITH expired AS (
+                SELECT t.id, st.max_attempts FROM trials t JOIN studies st ON st.id = t.study_id
+                WHERE t.state = 'running' AND t.lease_expires_at < now()
+                FOR UPDATE OF t SKIP LOCKED
+            )
+            UPDATE trials t SET
+                state = CASE WHEN t.attempts >= e.max_attempts THEN 'failed' ELSE 'queued' END,
+                failure_reason = CASE WHEN t.attempts >= e.max_attempts
+                    THEN 'lease expired on attempt ' || t.attempts || ' of ' || e.max_attempts
+                         || ' (worker lost); no attempts left'
+                    ELSE 'lease expired on attempt ' || t.attempts || ' (worker lost); re-queued' END,
+                finished_at = CASE WHEN t.attempts >= e.max_attempts THEN now() END,
+                lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
+            FROM expired e WHERE t.id = e.id
+            RETURNING t.id, t.study_id, t.number, t.state, t.optuna_trial_id
+        """)).all()
+        s.execute(text("UPDATE workers SET current_trial_id = NULL, status = 'lost' "
+                       "WHERE current_trial_id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+        studies = {r.study_id for r in rows}
+        studies |= set(s.execute(text(f"""
+            SELECT id FROM studies WHERE status IN {ACTIVE_STUDY} AND timeout_seconds IS NOT NULL
+              AND started_at IS NOT NULL AND now() >= started_at + make_interval(secs => timeout_seconds)
+        """)).scalars())
+        for study_id in studies:
+            lifecycle.settle_study(s, study_id)
+    return [Reaped(r.id, r.study_id, r.number, r.state, r.optuna_trial_id) for r in rows]
+
+
+def reported_points(factory: sessionmaker[Session], trial_id: int) -> frozenset[int]:
+    with session_scope(factory) as s:
+        return frozenset(s.execute(text("SELECT examples_seen FROM intermediate_values WHERE trial_id = :tid"),
+                                   {"tid": trial_id}).scalars())
+
+
+# ------------------------------------------------------------------ workers
+
+
+def register_worker(factory: sessionmaker[Session], host: str, pid: int, device: str) -> int:
+    with session_scope(factory) as s:
+        return int(s.execute(text("INSERT INTO workers (host, pid, device) VALUES (:h, :p, :d) RETURNING id"),
+                             {"h": host, "p": pid, "d": device}).scalar_one())
+
+
+def worker_heartbeat(factory: sessionmaker[Session], worker_id: int) -> None:
+    with session_scope(factory) as s:
+        s.execute(text("UPDATE workers SET last_heartbeat_at = now() WHERE id = :w"), {"w": worker_id})
+
+
+def worker_stopped(factory: sessionmaker[Session], worker_id: int) -> None:
+    with session_scope(factory) as s:
+        s.execute(text("UPDATE workers SET status = 'stopped', stopped_at = now(), current_trial_id = NULL "
+                       "WHERE id = :w"), {"w": worker_id})

@@ -1,0 +1,52 @@
+"""What checkpoints a study keeps: the final checkpoints of its top-k complete trials, no resumable
+checkpoint of a trial that ended, and nothing once the study is deleted."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from service.context import Context
+from service.store.db import session_scope
+from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
+
+
+def study_prefix(study_id: str) -> str:
+    return f"studies/{study_id}/"
+
+
+def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
+    """Drop the final checkpoints of complete trials outside the top k. Returns the keys deleted."""
+    with session_scope(ctx.sessions) as s:
+        keys = list(s.execute(text(f"""
+            WITH ranked AS (
+                SELECT t.id, row_number() OVER (ORDER BY {BEST_ORDER_SQL}) AS rank
+                FROM trials t WHERE t.study_id = :sid AND {RANKED_SQL}
+            ), dropped AS (
+                SELECT t.id, t.checkpoint_key FROM trials t JOIN ranked r ON r.id = t.id
+                WHERE r.rank > :k AND t.checkpoint_key IS NOT NULL
+                FOR UPDATE OF t
+            )
+            UPDATE trials t SET checkpoint_key = NULL, checkpoint_sha256 = NULL, checkpoint_bytes = NULL
+            FROM dropped WHERE t.id = dropped.id
+            RETURNING dropped.checkpoint_key
+        """), {"sid": study_id, "k": keep_top_k}).scalars())
+    for key in keys:
+        ctx.artifacts.delete(key)
+    return keys
+
+
+def drop_resume_checkpoint(ctx: Context, trial_id: int) -> None:
+    """A trial that ended needs its resumable checkpoint no more."""
+    with session_scope(ctx.sessions) as s:
+        key = s.execute(text("""
+            UPDATE trials t SET resume_key = NULL, resume_sha256 = NULL, resume_examples = NULL
+            FROM (SELECT id, resume_key FROM trials WHERE id = :tid FOR UPDATE) old
+            WHERE t.id = old.id AND old.resume_key IS NOT NULL AND t.state <> 'running'
+            RETURNING old.resume_key
+        """), {"tid": trial_id}).scalar_one_or_none()
+    if key:
+        ctx.artifacts.delete(key)
+
+
+def delete_study_artifacts(ctx: Context, study_id: str) -> None:
+    ctx.artifacts.delete_prefix(study_prefix(study_id))

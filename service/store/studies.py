@@ -1,0 +1,230 @@
+"""Study operations: create (idempotent), read (summaries and trial pages from our own tables, never through
+Optuna's `get_trials`), and the pause / resume / stop / delete state changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.store import queue
+from service.store.db import session_scope
+from service.core.errors import Conflict, NotFound
+from service.core.schemas import (
+    Baseline,
+    BestTrial,
+    Page,
+    Progress,
+    RunningTrial,
+    StudyPublic,
+    TestScore,
+    TrialPublic,
+)
+from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
+from service.core.spec import StudySpec
+from service.core.states import TRIAL_STATES
+from service.store.trial_rows import TRIAL_COLUMNS, trials_public
+
+def new_study_id() -> str:
+    return "st_" + secrets.token_hex(8)
+
+
+def request_hash(spec: StudySpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Created:
+    study_id: str
+    optuna_name: str
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
+
+
+def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str) -> str | None:
+    with session_scope(factory) as s:
+        row = s.execute(text("SELECT id, request_hash FROM studies WHERE idempotency_key = :k"), {"k": key}).first()
+    if row is None:
+        return None
+    if row.request_hash != body_hash:
+        raise Conflict("Idempotency-Key was already used with a different study body", field="Idempotency-Key")
+    return str(row.id)
+
+
+def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str, spec: StudySpec,
+                 idempotency_key: str | None, dataset_ids: dict[str, str]) -> Created:
+    """Store the study and its budget as queued slots, in one transaction."""
+    body_hash = request_hash(spec)
+    try:
+        with session_scope(factory) as s:
+            s.execute(
+                text("""INSERT INTO studies (id, name, spec, optuna_study_name, idempotency_key, request_hash,
+                            n_trials, max_concurrent_trials, max_attempts, timeout_seconds, direction)
+                        VALUES (:id, :name, CAST(:spec AS jsonb), :oname, :key, :hash, :n, :maxc, :maxa, :timeout,
+                                :direction)"""),
+                {"id": study_id, "name": spec.name, "spec": spec.model_dump_json(), "oname": optuna_name,
+                 "key": idempotency_key, "hash": body_hash, "n": spec.budget.n_trials,
+                 "maxc": spec.budget.max_concurrent_trials, "maxa": spec.max_attempts,
+                 "timeout": spec.budget.timeout_seconds, "direction": spec.objective.direction},
+            )
+            queue.create_slots(s, study_id, spec.budget.n_trials)
+            for role, dataset_id in dataset_ids.items():
+                s.execute(text("INSERT INTO study_datasets (study_id, dataset_id, role) VALUES (:s, :d, :r)"),
+                          {"s": study_id, "d": dataset_id, "r": role})
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced: the other one won.
+        if idempotency_key is not None:
+            existing = find_idempotent(factory, idempotency_key, body_hash)
+            if existing is not None:
+                return Created(existing, "", created=False)
+        raise
+    return Created(study_id, optuna_name, created=True)
+
+
+# ------------------------------------------------------------------ reading
+
+_STUDY_COLUMNS = """id, name, status, status_reason, spec, created_at, started_at, finished_at, n_trials,
+    direction, baseline_value, baseline_subset_value, test_metric, test_value, optuna_study_name,
+    extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS elapsed"""
+
+
+def load_spec(factory: sessionmaker[Session], study_id: str) -> tuple[StudySpec, str, str]:
+    """(spec, optuna study name, status)."""
+    with session_scope(factory) as s:
+        row = s.execute(text("SELECT spec, optuna_study_name, status FROM studies WHERE id = :id"),
+                        {"id": study_id}).first()
+    if row is None:
+        raise NotFound(f"study {study_id} not found", field="study_id")
+    return StudySpec.model_validate(row.spec), row.optuna_study_name, row.status
+
+
+def get_study(factory: sessionmaker[Session], study_id: str, *, with_spec: bool = True) -> StudyPublic:
+    with session_scope(factory) as s:
+        row = s.execute(text(f"SELECT {_STUDY_COLUMNS} FROM studies WHERE id = :id"), {"id": study_id}).first()
+        if row is None:
+            raise NotFound(f"study {study_id} not found", field="study_id")
+        return _summarize(s, [row], with_spec=with_spec)[0]
+
+
+def list_studies(factory: sessionmaker[Session], offset: int, limit: int,
+                 status: str | None = None) -> Page[StudyPublic]:
+    where = "WHERE status = :status" if status else ""
+    with session_scope(factory) as s:
+        total = s.execute(text(f"SELECT count(*) FROM studies {where}"), {"status": status}).scalar_one()
+        rows = s.execute(text(f"SELECT {_STUDY_COLUMNS} FROM studies {where} ORDER BY created_at DESC, id "
+                              "LIMIT :limit OFFSET :offset"),
+                         {"status": status, "limit": limit, "offset": offset}).all()
+        items = _summarize(s, rows, with_spec=False)
+    return Page[StudyPublic](items=items, total=total, offset=offset, limit=limit)
+
+
+def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPublic]:
+    """Summaries for many studies with a fixed number of queries (no per-study round trips)."""
+    ids = [r.id for r in rows]
+    if not ids:
+        return []
+    counts: dict[str, dict[str, int]] = {i: dict.fromkeys(TRIAL_STATES, 0) for i in ids}
+    ckpt_bytes: dict[str, int] = dict.fromkeys(ids, 0)
+    # One pass over the trials gives both the counts and the checkpoint bytes.
+    for sid, state, n, nbytes in s.execute(
+            text("SELECT study_id, state, count(*), coalesce(sum(checkpoint_bytes), 0) FROM trials "
+                 "WHERE study_id = ANY(:ids) GROUP BY study_id, state"), {"ids": ids}):
+        counts[sid][state] = n
+        ckpt_bytes[sid] += int(nbytes)
+    best: dict[str, BestTrial] = {}
+    # The first trial per study in (objective, number) order, by a LIMIT 1 (a top-1 heap) per study: a
+    # DISTINCT ON sorted every complete trial with its params and spilled to disk (bench/api_bench.py).
+    for b in s.execute(text(f"""
+            SELECT st.id AS study_id, b.number, b.value, b.params
+            FROM studies st CROSS JOIN LATERAL (
+                SELECT t.number, t.value, t.params FROM trials t
+                WHERE t.study_id = st.id AND {RANKED_SQL}
+                ORDER BY {BEST_ORDER_SQL}
+                LIMIT 1) b
+            WHERE st.id = ANY(:ids)
+        """), {"ids": ids}):
+        best[b.study_id] = BestTrial(trial_number=b.number, value=b.value, params=b.params)
+    running: dict[str, list[RunningTrial]] = {i: [] for i in ids}
+    for r in s.execute(text("SELECT study_id, number, examples_seen, planned_examples, eta_seconds FROM trials "
+                            "WHERE study_id = ANY(:ids) AND state = 'running' ORDER BY number"), {"ids": ids}):
+        running[r.study_id].append(RunningTrial(number=r.number, examples_seen=r.examples_seen,
+                                                planned_examples=r.planned_examples, eta_seconds=r.eta_seconds))
+    out = []
+    for r in rows:
+        c = counts[r.id]
+        finished = c["complete"] + c["pruned"] + c["failed"]
+        budget = max(r.n_trials, finished + c["queued"] + c["running"]) if r.status != "completed" else finished
+        out.append(StudyPublic(
+            id=r.id, name=r.name, status=r.status, status_reason=r.status_reason, created_at=r.created_at,
+            started_at=r.started_at, finished_at=r.finished_at, counts=c, best=best.get(r.id),
+            baseline=Baseline(value=r.baseline_value, subset_value=r.baseline_subset_value)
+            if r.baseline_subset_value is not None or r.baseline_value is not None else None,
+            test=TestScore(metric=r.test_metric, value=r.test_value) if r.test_value is not None else None,
+            progress=_progress(r, finished, budget, running[r.id]),
+            objective={"metric": r.spec.get("objective", {}).get("metric"), "direction": r.direction},
+            checkpoint_bytes=int(ckpt_bytes.get(r.id, 0)),
+            spec=r.spec if with_spec else None,
+        ))
+    return out
+
+
+def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial]) -> Progress:
+    budget = max(budget, 1)
+    partial = sum(min(1.0, t.examples_seen / t.planned_examples) for t in running if t.planned_examples)
+    fraction = min(1.0, (finished + partial) / budget) if r.status != "completed" else 1.0
+    elapsed = float(r.elapsed) if r.elapsed is not None else None
+    eta = None
+    if elapsed and fraction > 0 and r.status in ("running", "queued"):
+        eta = elapsed * (1 - fraction) / fraction
+    return Progress(trials_finished=finished, n_trials=budget, fraction=round(fraction, 4), running=running,
+                    elapsed_seconds=elapsed, eta_seconds=eta)
+
+
+SortKey = Literal["number", "value", "state", "duration", "attempts"]
+_SORTS: dict[str, str] = {"number": "number", "value": "value", "state": "state", "attempts": "attempts",
+                          "duration": "coalesce(finished_at, now()) - started_at"}
+
+
+def list_trials(factory: sessionmaker[Session], study_id: str, offset: int, limit: int, state: str | None,
+                sort: SortKey = "number", descending: bool = False) -> Page[TrialPublic]:
+    where = "study_id = :sid" + (" AND state = :state" if state else "")
+    order = f"{_SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, number"
+    with session_scope(factory) as s:
+        _require_study(s, study_id)
+        total = s.execute(text(f"SELECT count(*) FROM trials WHERE {where}"),
+                          {"sid": study_id, "state": state}).scalar_one()
+        rows = s.execute(text(f"SELECT {TRIAL_COLUMNS} FROM trials WHERE {where} ORDER BY {order} "
+                              "LIMIT :limit OFFSET :offset"),
+                         {"sid": study_id, "state": state, "limit": limit, "offset": offset}).all()
+        items = trials_public(s, rows)
+    return Page[TrialPublic](items=items, total=total, offset=offset, limit=limit)
+
+
+def get_trial(factory: sessionmaker[Session], study_id: str, number: int) -> TrialPublic:
+    with session_scope(factory) as s:
+        _require_study(s, study_id)
+        rows = s.execute(text(f"SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = :sid AND number = :n"),
+                         {"sid": study_id, "n": number}).all()
+        if not rows:
+            raise NotFound(f"study {study_id} has no trial {number}", field="number")
+        return trials_public(s, rows)[0]
+
+
+def _require_study(s: Session, study_id: str) -> None:
+    if s.execute(text("SELECT 1 FROM studies WHERE id = :id"), {"id": study_id}).first() is None:
+        raise NotFound(f"study {study_id} not found", field="study_id")
+
+
+def delete_study(factory: sessionmaker[Session], study_id: str) -> str:
+    """Delete the study's rows; returns its Optuna study name (the caller drops Optuna's side and artifacts)."""
+    with session_scope(factory) as s:
+        name = s.execute(text("DELETE FROM studies WHERE id = :id RETURNING optuna_study_name"),
+                         {"id": study_id}).scalar_one_or_none()
+    if name is None:
+        raise NotFound(f"study {study_id} not found", field="study_id")
+    return str(name)
