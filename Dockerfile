@@ -1,13 +1,11 @@
 # syntax=docker/dockerfile:1
 # Two images from one file (docker-compose.yml builds both):
-#   docker build --target api    -t stsweep-api .      API, dashboard, `db upgrade`, `token create` (CPU only)
+#   docker build --target api    -t stsweep-api .      API, dashboard, `db upgrade`, `token create`: stsweep[server],
+#                                                       no torch
 #   docker build --target worker -t stsweep-worker .   trains trials on an NVIDIA GPU
 #
 # Build arguments:
-#   TORCH_VERSION     the torch release both images install first (before stsweep, so pip keeps it)
-#   TORCH_INDEX_URL   optional package index for the api image's torch, e.g. one that serves CPU-only builds;
-#                     left empty, pip's default index is used (on Linux x86-64 its torch wheel is the CUDA build,
-#                     which works on a CPU but makes the image several GB larger)
+#   TORCH_VERSION     the torch release the worker image installs first (before stsweep, so pip keeps it)
 #   CUDA_IMAGE        the worker's base. The torch wheel brings its own CUDA libraries (cuBLAS, cuDNN, ...), so
 #                     the small `base` flavour is enough; it only has to be an NVIDIA image whose CUDA version the
 #                     host driver supports.
@@ -26,14 +24,11 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ------------------------------------------------------------------------------------------------------ api
 FROM ${PYTHON_IMAGE} AS api
-ARG TORCH_VERSION
-ARG TORCH_INDEX_URL=
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels
+RUN pip install "$(ls /wheels/*.whl)[server]" && rm -rf /wheels
 # One unprivileged user with the same uid in both images, so the shared artifact volume is writable by both.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin stsweep \
     && mkdir -p /var/lib/stsweep/artifacts /data \
@@ -57,7 +52,7 @@ RUN apt-get update \
 # From pip's default index: the CUDA build of torch.
 RUN pip install "torch==${TORCH_VERSION}"
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels
+RUN pip install "$(ls /wheels/*.whl)[worker]" && rm -rf /wheels
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin stsweep \
     && mkdir -p /var/lib/stsweep/artifacts /var/lib/stsweep/hf-cache /data \
     && chown -R stsweep:stsweep /var/lib/stsweep

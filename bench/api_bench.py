@@ -55,7 +55,7 @@ def _serve_ours(url: str, port: int, home: Path) -> None:
     settings = Settings(database_url=url, optuna_schema="optuna", home=home, artifact_root=str(home / "artifacts"),
                         _env_file=None)  # type: ignore[call-arg]
     ctx = Context(settings, url)
-    try:  # as `stsweep serve` (service/bootstrap.py:serve_api), without the per-request access log
+    try:  # as `stsweep serve` (service/api/serve.py:serve_api), without the per-request access log
         uvicorn.run(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
     finally:
         ctx.close()

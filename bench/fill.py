@@ -219,7 +219,6 @@ def fill_ours(ctx: Context, study_id: str, rows: list[TrialRow], optuna_ids: dic
                 rank_key = CASE WHEN f.state = 'complete' THEN -f.value END,  -- the study maximizes
                 planned_examples = 1024,
                 lease_token = CASE WHEN f.state = 'running' THEN gen_random_uuid() END,
-                heartbeat_at = CASE WHEN f.state = 'running' THEN now() END,
                 lease_expires_at = CASE WHEN f.state = 'running' THEN now() + interval '1 day' END,
                 eta_seconds = CASE WHEN f.state = 'running' THEN 30 END,
                 below_baseline = CASE WHEN f.state = 'complete' THEN false END

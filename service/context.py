@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from service.store.db import make_engine, make_sessionmaker
+from service.store.db import SessionFactory, make_engine, make_sessionmaker
 from service.settings import Settings
 
 if TYPE_CHECKING:
     import optuna
+    from sqlalchemy import Engine
 
     from service.artifacts.store import ArtifactStore
 
@@ -26,7 +24,7 @@ class Context:
     settings: Settings
     database_url: str
     engine: Engine = field(init=False)
-    sessions: sessionmaker[Session] = field(init=False)
+    sessions: SessionFactory = field(init=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.database_url)

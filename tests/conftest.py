@@ -98,3 +98,20 @@ def live_server(ctx: Context) -> Iterator[str]:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Under CI=true a skip is a failure, unless its reason is a capability this machine lacks (a GPU, a docker
+# daemon): nothing else may quietly not run.
+CI_ACCEPTED_SKIPS = ("no GPU", "no docker daemon")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not any(accepted in reason for accepted in CI_ACCEPTED_SKIPS):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which allows only {CI_ACCEPTED_SKIPS}: {reason}"

@@ -12,11 +12,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from service.artifacts import ArtifactStore, LocalArtifactStore, open_store, parse_s3_url
-from service.core.errors import InvalidInput, NotFound, PayloadTooLarge, StorageError
+from service.artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore, open_store, parse_s3_url
+from service.core.errors import InvalidInput, NotFound, StorageError, UnsafeArchive
 from service.settings import Settings
 
 ACCESS_KEY, SECRET_KEY = "testing", "testing"
+S3_PREFIX = "some/prefix"  # the S3 backend's store prefix inside its bucket
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def _s3_backend(tmp_path: Path, endpoint: str) -> Backend:
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
                           aws_secret_access_key=SECRET_KEY, region_name="us-east-1")  # fmt: skip
     client.create_bucket(Bucket=bucket)
-    settings = Settings(artifact_root=f"s3://{bucket}/some/prefix", home=tmp_path, s3_endpoint_url=endpoint,
+    settings = Settings(artifact_root=f"s3://{bucket}/{S3_PREFIX}", home=tmp_path, s3_endpoint_url=endpoint,
                         s3_access_key_id=ACCESS_KEY, s3_secret_access_key=SECRET_KEY)  # fmt: skip
     store = open_store(settings)
 
@@ -69,7 +70,7 @@ def _s3_backend(tmp_path: Path, endpoint: str) -> Backend:
         return sorted([o["Key"] for o in objects] + [f"upload:{u['Key']}" for u in uploads])
 
     def corrupt(key: str) -> None:
-        full = f"some/prefix/{key}"
+        full = f"{S3_PREFIX}/{key}"
         data = bytearray(client.get_object(Bucket=bucket, Key=full)["Body"].read())
         data[len(data) // 2] ^= 0xFF
         client.put_object(Bucket=bucket, Key=full, Body=bytes(data))
@@ -104,6 +105,20 @@ def tree(root: Path) -> dict[str, bytes | None]:
     return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
+def put_bytes(store: ArtifactStore, tmp_path: Path, key: str, data: bytes) -> ArtifactInfo:
+    """``put_file`` of ``data``, written first to a fresh local file under ``tmp_path/src`` (outside the store)."""
+    src = tmp_path / "src" / uuid.uuid4().hex
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(data)
+    return store.put_file(key, src)
+
+
+def stored_objects(backend: Backend) -> list[str]:
+    """Store keys of everything physically stored, from the raw listing (local folders left out)."""
+    entries = [e.removeprefix(f"{S3_PREFIX}/") for e in backend.raw_listing()]
+    return [e for e in entries if not any(other.startswith(f"{e}/") for other in entries)]
+
+
 # --- round trips --------------------------------------------------------------------------------------------
 
 
@@ -121,10 +136,10 @@ def test_put_file_get_round_trip(store: ArtifactStore, tmp_path: Path, size: int
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["copy.bin"]  # no temp file left
 
 
-def test_put_stream_round_trip_and_overwrite(store: ArtifactStore, tmp_path: Path) -> None:
-    info = store.put_stream("datasets/d1/train.jsonl", iter([b"a" * 10, b"", b"b" * 5]), max_bytes=15)
+def test_put_file_overwrite(store: ArtifactStore, tmp_path: Path) -> None:
+    info = put_bytes(store, tmp_path, "datasets/d1/train.jsonl", b"a" * 10 + b"b" * 5)
     assert (info.size, info.sha256) == (15, sha(b"a" * 10 + b"b" * 5))
-    info2 = store.put_stream("datasets/d1/train.jsonl", [b"new"])
+    info2 = put_bytes(store, tmp_path, "datasets/d1/train.jsonl", b"new")
     store.get_to_file(info2.key, tmp_path / "x", expected_sha256=info2.sha256)
     assert (tmp_path / "x").read_bytes() == b"new"
 
@@ -158,7 +173,7 @@ def test_missing_object_is_not_found(store: ArtifactStore, tmp_path: Path) -> No
 
 def test_corrupted_file_is_detected(backend: Backend, tmp_path: Path) -> None:
     store = backend.store
-    info = store.put_stream("studies/s1/final.bin", [os.urandom(4096)])
+    info = put_bytes(store, tmp_path, "studies/s1/final.bin", os.urandom(4096))
     dest = tmp_path / "work" / "dest.bin"
     with pytest.raises(StorageError):  # wrong expectation
         store.get_to_file(info.key, dest, expected_sha256="0" * 64)
@@ -181,43 +196,28 @@ def test_corrupted_dir_is_detected(backend: Backend, tmp_path: Path) -> None:
     assert list((tmp_path / "work").iterdir()) == []  # neither the folder nor a temp one
 
 
-# --- upload limits ------------------------------------------------------------------------------------------
+# --- failed uploads -----------------------------------------------------------------------------------------
 
 
-def test_max_bytes_enforced_while_streaming(backend: Backend) -> None:
-    store = backend.store
-    pulled: list[int] = []
+def test_failing_source_leaves_nothing(backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # written out (past the tar buffer) first ...
+    (src / "z-link").symlink_to("a.bin")  # ... then the archive fails part-way through
 
-    def chunks() -> Iterator[bytes]:
-        for i in range(1000):
-            pulled.append(i)
-            yield b"x" * 1000
-
-    with pytest.raises(PayloadTooLarge):
-        store.put_stream("datasets/big/data.bin", chunks(), max_bytes=5_500)
-    assert len(pulled) == 6  # stopped at the first chunk over the limit, not after reading everything
-    assert not store.exists("datasets/big/data.bin")
-    assert backend.raw_listing() == [] and store.total_bytes() == 0
-
-    assert store.put_stream("datasets/big/data.bin", [b"x" * 5_500], max_bytes=5_500).size == 5_500
-
-
-def test_failing_stream_leaves_nothing(backend: Backend) -> None:
-    def chunks() -> Iterator[bytes]:
-        yield b"partial"
-        raise ConnectionResetError("client went away")
-
-    with pytest.raises(ConnectionResetError):
-        backend.store.put_stream("datasets/d/data.bin", chunks())
+    with pytest.raises(UnsafeArchive):
+        backend.store.put_dir("studies/s/best.tar", src)
+    with pytest.raises(StorageError):  # the source vanished: fails while the object is being written
+        backend.store.put_file("studies/s/final.bin", tmp_path / "missing.bin")
     assert backend.raw_listing() == []
 
 
 # --- ranges -------------------------------------------------------------------------------------------------
 
 
-def test_ranges(store: ArtifactStore) -> None:
+def test_ranges(store: ArtifactStore, tmp_path: Path) -> None:
     data = os.urandom(3000)
-    key = store.put_stream("studies/s/export.bin", [data]).key
+    key = put_bytes(store, tmp_path, "studies/s/export.bin", data).key
 
     def read(start: int, end: int | None) -> bytes:
         return b"".join(store.open_range(key, start, end))
@@ -230,31 +230,33 @@ def test_ranges(store: ArtifactStore) -> None:
         with pytest.raises(InvalidInput):
             read(start, end)
 
-    empty = store.put_stream("studies/s/empty.bin", []).key
+    empty = put_bytes(store, tmp_path, "studies/s/empty.bin", b"").key
     assert b"".join(store.open_range(empty)) == b""
 
 
-# --- deletion and accounting --------------------------------------------------------------------------------
+# --- deletion -----------------------------------------------------------------------------------------------
 
 
-def test_delete_prefix_and_total_bytes(backend: Backend) -> None:
+def test_delete_prefix(backend: Backend, tmp_path: Path) -> None:
     store = backend.store
     sizes = {"a/1.bin": 10, "a/2.bin": 20, "a/b/3.bin": 30, "ab/4.bin": 40, "c.bin": 50}
     for key, n in sizes.items():
-        store.put_stream(key, [b"z" * n])
-    assert store.total_bytes() == 150
-    assert store.total_bytes("a") == store.total_bytes("a/") == 60  # a folder, so "ab/" is not included
-    assert store.total_bytes("a/b") == 30 and store.total_bytes("missing") == 0
+        put_bytes(store, tmp_path, key, b"z" * n)
+    assert stored_objects(backend) == sorted(sizes)
+    assert sum(store.size(k) for k in sizes) == 150
 
     with pytest.raises(StorageError):
         store.delete_prefix("")
-    assert store.delete_prefix("a") == 3
+    assert stored_objects(backend) == sorted(sizes)
+    assert store.delete_prefix("a") == 3  # a folder, so "ab/" is not included
     assert [k for k in sizes if store.exists(k)] == ["ab/4.bin", "c.bin"]
-    assert store.total_bytes() == 90 and store.delete_prefix("a") == 0
+    assert stored_objects(backend) == ["ab/4.bin", "c.bin"]  # nothing else left behind
+    assert sum(store.size(k) for k in stored_objects(backend)) == 90 and store.delete_prefix("a") == 0
 
     store.delete("ab/4.bin")
     store.delete("ab/4.bin")  # idempotent
-    assert not store.exists("ab/4.bin") and store.total_bytes() == 50
+    assert not store.exists("ab/4.bin") and stored_objects(backend) == ["c.bin"]
+    assert store.size("c.bin") == 50
     assert len(backend.raw_listing()) == 1  # local: empty folders pruned too
 
 
@@ -270,7 +272,6 @@ def test_bad_keys_are_refused(backend: Backend, tmp_path: Path) -> None:
     for key in BAD_KEYS:  # one loop, not parametrised: an S3 backend per case costs a client and a bucket
         calls = [
             lambda: store.put_file(key, tmp_path / "f"),
-            lambda: store.put_stream(key, [b"data"]),
             lambda: store.put_dir(key, tmp_path),
             lambda: store.get_to_file(key, tmp_path / "out"),
             lambda: store.get_dir(key, tmp_path / "outdir"),
@@ -280,7 +281,7 @@ def test_bad_keys_are_refused(backend: Backend, tmp_path: Path) -> None:
             lambda: store.delete(key),
         ]
         if key not in ("", "a/"):  # "" and "a/" are fine as folder prefixes
-            calls += [lambda: store.delete_prefix(key), lambda: store.total_bytes(key)]
+            calls += [lambda: store.delete_prefix(key)]
         for i, call in enumerate(calls):
             with pytest.raises(InvalidInput):
                 call()

@@ -231,7 +231,9 @@ def test_pull_refuses_a_crafted_archive(client: TestClient, ctx: Context, study:
         member = tarfile.TarInfo("../escaped.txt")
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))
-    info = ctx.artifacts.put_stream(f"studies/{study['id']}/trials/0/final.tar", [buf.getvalue()])
+    crafted = tmp_path / "crafted.tar"
+    crafted.write_bytes(buf.getvalue())
+    info = ctx.artifacts.put_file(f"studies/{study['id']}/trials/0/final.tar", crafted)
     with session_scope(ctx.sessions) as s:
         s.execute(text("UPDATE trials SET checkpoint_sha256 = :sha, checkpoint_bytes = :n "
                        "WHERE study_id = :sid AND number = 0"), {"sha": info.sha256, "n": info.size,

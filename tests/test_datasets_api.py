@@ -1,4 +1,4 @@
-"""Data sets over HTTP: STS benchmark pairs uploaded as JSONL / CSV, same bytes same id, 422 naming row and
+"""Data sets over HTTP: the bundled demo pairs uploaded as JSONL / CSV, same bytes same id, 422 naming row and
 column, 413 while streaming with nothing left behind, delete refused while used, ids never become paths."""
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from service.store.datasets import validate_id
 from service.core.errors import NotFound
 from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
-
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -70,16 +69,17 @@ def upload(client: TestClient, path: Path, task: str = "scored_pairs", **fields:
 
 def test_jsonl_round_trip(client: TestClient, rows: list[dict[str, Any]], tmp_path: Path,
                           store_root: Path) -> None:
-    path = write_jsonl(tmp_path / "sts-train.jsonl", rows)
+    rows = rows + [dict(rows[20]), dict(rows[50])]  # two repeated rows: the bundled pairs have none of their own
+    path = write_jsonl(tmp_path / "pairs-train.jsonl", rows)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     r = upload(client, path, score_range="0,5")
     assert r.status_code == 201, r.text
     ds = r.json()
     assert ds["id"] == "ds_" + sha[:16] and ds["sha256"] == sha
     assert r.headers["location"] == f"/v1/datasets/{ds['id']}"
-    assert (ds["format"], ds["filename"], ds["size_bytes"]) == ("jsonl", "sts-train.jsonl", path.stat().st_size)
+    assert (ds["format"], ds["filename"], ds["size_bytes"]) == ("jsonl", "pairs-train.jsonl", path.stat().st_size)
     assert ds["row_count"] == len(rows)
-    assert ds["duplicate_rows"] == len(rows) - len({(r["sentence1"], r["sentence2"], r["score"]) for r in rows})
+    assert ds["duplicate_rows"] == len(rows) - len({(r["sentence1"], r["sentence2"], r["score"]) for r in rows}) == 2
     assert [(c["name"], c["role"]) for c in ds["columns"]] == [
         ("sentence1", "sentence1"), ("sentence2", "sentence2"), ("score", "score")]
     assert ds["preview"] == rows[:5]
@@ -150,7 +150,7 @@ def test_score_out_of_range_names_row_and_column(client: TestClient, rows: list[
     assert r.status_code == 422
     message = r.json()["error"]["message"]
     assert "row 11" in message and "'score'" in message and "7.5" in message and "[0, 5]" in message
-    # The default range (0..1) refuses the raw STS scores too, at the first row above 1.
+    # The default range (0..1) refuses the 0..5 scores too, at the first row above 1.
     first_high = next(i for i, row in enumerate(rows, start=1) if row["score"] > 1)
     r = upload(client, write_jsonl(tmp_path / "raw.jsonl", rows))
     assert r.status_code == 422 and f"row {first_high}," in r.json()["error"]["message"]

@@ -72,7 +72,7 @@ def test_optuna_tables_live_in_their_own_schema(empty_db: str) -> None:
         version = conn.execute(text(f"SELECT version_num FROM {migrate.VERSION_TABLE}")).scalar_one()
     engine.dispose()
     assert "optuna_study_name" in cols
-    assert version == "0001"
+    assert version == "0002"
 
 
 def test_updates_bump_the_change_cursor(empty_db: str) -> None:

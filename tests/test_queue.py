@@ -121,5 +121,5 @@ def test_timeout_stops_new_claims_and_completes_the_study(ctx: Context) -> None:
 
 def _backdate(ctx: Context, trial_id: int) -> None:
     with session_scope(ctx.sessions) as s:
-        s.execute(text("UPDATE trials SET heartbeat_at = now() - interval '5 minutes', "
-                       "lease_expires_at = now() - interval '1 second' WHERE id = :t"), {"t": trial_id})
+        s.execute(text("UPDATE trials SET lease_expires_at = now() - interval '1 second' WHERE id = :t"),
+                  {"t": trial_id})

@@ -91,6 +91,7 @@ def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path:
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "vs baseline" in r.stdout and "test split" in r.stdout
+    assert_quiet(r.stdout + r.stderr)
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
     assert (tmp_path / "home" / "pgdata").is_dir(), "the embedded database was used"
     from sentence_transformers import SentenceTransformer
@@ -98,6 +99,15 @@ def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path:
     embedding = SentenceTransformer(str(out)).encode(["a quick check"])
     assert embedding.shape == (1, 384)
     assert not _postgres_running_in(tmp_path / "home" / "pgdata"), "the embedded server stopped with the demo"
+
+
+PGSERVER_NOISE = ("pgserver", "pg_ctl", "Running commandline", "with kwargs", "Successful postgres command")
+
+
+def assert_quiet(output: str) -> None:
+    """No embedded-PostgreSQL chatter (pg_ctl command lines, empty stdout/stderr blocks) reaches the user."""
+    noisy = [line for line in output.splitlines() if any(n in line for n in PGSERVER_NOISE)]
+    assert not noisy, noisy[:5]
 
 
 def _postgres_running_in(datadir: Path) -> bool:

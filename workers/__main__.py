@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from service.cli.app import app
+import typer
+
+from service.cli.worker_command import worker
 
 if __name__ == "__main__":
-    app(["worker", *__import__("sys").argv[1:]], prog_name="python -m workers")
+    typer.run(worker)

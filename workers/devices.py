@@ -13,13 +13,6 @@ class Precision:
     fp16: bool = False
 
 
-def pick_device(index: int = 0) -> str:
-    """"cuda:N" when CUDA is available, else "cpu"."""
-    if torch.cuda.is_available():
-        return f"cuda:{min(index, torch.cuda.device_count() - 1)}"
-    return "cpu"
-
-
 def precision_for(device: str) -> Precision:
     """bf16 where the GPU supports it, fp16 on other GPUs, full precision on CPU."""
     if not device.startswith("cuda") or not torch.cuda.is_available():

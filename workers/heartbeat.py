@@ -8,16 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from service.store import queue
+from service.store.db import SessionFactory
 from service.core.errors import LeaseLost, StsweepError
 
 log = logging.getLogger("stsweep.worker")
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, sessions: sessionmaker[Session], worker_id: int, interval: float, lease_seconds: float) -> None:
+    def __init__(self, sessions: SessionFactory, worker_id: int, interval: float, lease_seconds: float) -> None:
         super().__init__(name="stsweep-heartbeat", daemon=True)
         self.sessions = sessions
         self.worker_id = worker_id

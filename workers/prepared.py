@@ -72,12 +72,6 @@ class PreparedStudy:
             del model
         return self._baseline
 
-    def describe(self) -> dict[str, int | str | None]:
-        return {"train_rows": len(self.data.train), "eval_rows": len(self.data.eval),
-                "eval_subset_rows": len(self.data.eval_subset),
-                "test_rows": len(self.data.test) if self.data.test is not None else None,
-                "base_model": self.spec.base_model}
-
 
 def prepare(spec: StudySpec, resolve: Resolver, device: str) -> PreparedStudy:
     log.info("preparing study %s on %s", spec.name, device)

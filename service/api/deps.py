@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.tokens import verify_token
 from service.context import Context
+from service.store.db import SessionFactory
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `stsweep token create`.")
 
@@ -22,11 +22,11 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def get_sessions(ctx: ContextDep) -> sessionmaker[Session]:
+def get_sessions(ctx: ContextDep) -> SessionFactory:
     return ctx.sessions
 
 
-SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+SessionsDep = Annotated[SessionFactory, Depends(get_sessions)]
 
 
 def require_token(

@@ -13,11 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core import errors
 from service.core.spec import field_errors
+from service.store.db import unavailable_reason
 
 log = logging.getLogger("stsweep.api")
 
@@ -96,19 +96,11 @@ def install(app: FastAPI) -> None:
                  416: "range_not_satisfiable"}
         return _response(exc.status_code, error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)))
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.orig)
-        return _response(503, error_body("database_unavailable", "the database is unreachable"))
-
-    @app.exception_handler(DBAPIError)
-    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return _response(503, error_body("database_unavailable", "the database connection was lost"))
-        log.exception("database error", exc_info=exc)
-        return _response(500, error_body("internal", "internal error"))
-
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            log.warning("database unavailable: %s", exc)
+            return _response(503, error_body("database_unavailable", reason))
         log.exception("unhandled error", exc_info=exc)
         return _response(500, error_body("internal", "internal error"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -69,15 +69,13 @@ class LocalArtifactStore(ArtifactStore):
                 return
             folder = folder.parent
 
-    def _atomic_write(
-        self, key: str, fill: Callable[[HashingWriter], None], max_bytes: int | None = None
-    ) -> ArtifactInfo:
+    def _atomic_write(self, key: str, fill: Callable[[HashingWriter], None]) -> ArtifactInfo:
         path = self._path(key)
         with storage_errors(repr(key)):
             fd, tmp = self._mkstemp(path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                writer = HashingWriter(f, max_bytes)
+                writer = HashingWriter(f)
                 fill(writer)  # errors from the caller's source propagate unchanged
                 with storage_errors(repr(key)):
                     f.flush()
@@ -109,13 +107,6 @@ class LocalArtifactStore(ArtifactStore):
                 copy_stream(src, writer)
 
         return self._atomic_write(key, fill)
-
-    def put_stream(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> ArtifactInfo:
-        def fill(writer: HashingWriter) -> None:
-            for chunk in chunks:
-                writer.write(chunk)
-
-        return self._atomic_write(key, fill, max_bytes)
 
     def put_dir(self, key_prefix: str, local_dir: str | os.PathLike[str]) -> ArtifactInfo:
         return self._atomic_write(key_prefix, lambda writer: build_tar(local_dir, writer))
@@ -175,14 +166,6 @@ class LocalArtifactStore(ArtifactStore):
             raise StorageError(f"cannot delete artifacts under {prefix!r}: {exc}") from exc
         self._prune(folder.parent)
         return count
-
-    def total_bytes(self, prefix: str = "") -> int:
-        folder = self._folder(prefix)
-        total = 0
-        for path in self._files(folder):
-            with suppress(FileNotFoundError):
-                total += path.stat().st_size
-        return total
 
     def _files(self, folder: Path) -> Iterator[Path]:
         """Published objects under ``folder`` (temp files skipped)."""

@@ -1,6 +1,6 @@
 """Artifact store on S3 (or an S3-compatible server): objects appear whole when their upload completes.
 
-Uploads go through boto3's managed transfer (multipart above its threshold). Streams and folders are first
+Uploads go through boto3's managed transfer (multipart above its threshold). Folders are first
 spooled to a local temp file, so a refused or failed upload never leaves an object behind.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -103,25 +103,16 @@ class S3ArtifactStore(ArtifactStore):
             self.client.upload_file(os.fspath(local_path), self.bucket, self._key(key), ExtraArgs=extra)
         return info
 
-    def _spool_and_put(
-        self, key: str, fill: Callable[[HashingWriter], None], max_bytes: int | None = None
-    ) -> ArtifactInfo:
+    def _spool_and_put(self, key: str, fill: Callable[[HashingWriter], None]) -> ArtifactInfo:
         self._key(key)  # validate before doing any work
         with tempfile.TemporaryDirectory(prefix="stsweep-s3-") as tmpdir:
             path = os.path.join(tmpdir, "upload")
             with storage_errors(f"spool file of {key!r}"):
                 f = open(path, "wb")
             with f:
-                writer = HashingWriter(f, max_bytes)
+                writer = HashingWriter(f)
                 fill(writer)  # errors from the caller's source propagate unchanged
             return self._upload(key, path, ArtifactInfo(key, writer.hexdigest(), writer.size))
-
-    def put_stream(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> ArtifactInfo:
-        def fill(writer: HashingWriter) -> None:
-            for chunk in chunks:
-                writer.write(chunk)
-
-        return self._spool_and_put(key, fill, max_bytes)
 
     def put_dir(self, key_prefix: str, local_dir: str | os.PathLike[str]) -> ArtifactInfo:
         return self._spool_and_put(key_prefix, lambda writer: build_tar(local_dir, writer))
@@ -190,9 +181,6 @@ class S3ArtifactStore(ArtifactStore):
             raise StorageError(f"S3 refused to delete {len(errors)} objects, e.g. {first.get('Key')}: "
                                f"{first.get('Code')} {first.get('Message')}")  # fmt: skip
         return len(batch)
-
-    def total_bytes(self, prefix: str = "") -> int:
-        return sum(int(obj.get("Size", 0)) for obj in self._list(prefix))
 
 
 def _iter_body(body: _Body) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,10 +156,6 @@ class ArtifactStore(ABC):
         """Copy a local file to ``key`` (replacing any object there), hashing it on the way."""
 
     @abstractmethod
-    def put_stream(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> ArtifactInfo:
-        """Store the concatenated ``chunks``; PayloadTooLarge (nothing stored) once more than max_bytes arrive."""
-
-    @abstractmethod
     def put_dir(self, key_prefix: str, local_dir: str | os.PathLike[str]) -> ArtifactInfo:
         """Store a folder as ONE uncompressed, deterministic tar object at exactly ``key_prefix``."""
 
@@ -181,10 +177,6 @@ class ArtifactStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under the folder ``prefix`` (not a bare string prefix); returns how many."""
-
-    @abstractmethod
-    def total_bytes(self, prefix: str = "") -> int:
-        """Sum of object sizes under the folder ``prefix`` (``""``: the whole store)."""
 
     @abstractmethod
     def _open_read(self, key: str) -> AbstractContextManager[BinaryIO]:

@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.settings import Settings
+from service.cli.common import fail, load_settings
+from service.cli.extras import require_extra
+from service.cli.worker_command import worker
 
 app = typer.Typer(
     name="stsweep",
@@ -25,23 +27,13 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic ValidationError on a bad STSWEEP_* variable
-        raise fail(f"bad configuration: {exc}", 2) from exc
+app.command()(worker)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to the database (ours, and create Optuna's schema)."""
+    require_extra("db upgrade", "server")
     from service.local.bootstrap import prepare_database
 
     url = prepare_database(load_settings())
@@ -51,6 +43,7 @@ def db_upgrade() -> None:
 @token_app.command("create")
 def token_create(name: Annotated[str, typer.Option("--name", "-n", help="Who or what the token is for.")]) -> None:
     """Create an API token. It is printed once; only its hash is stored."""
+    require_extra("token create", "server")
     from service.store.tokens import create_token
     from service.local.bootstrap import prepare_database
     from service.context import Context
@@ -69,29 +62,11 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default STSWEEP_PORT, 8000).")] = None,
 ) -> None:
     """Run the API and dashboard (and the lease reaper)."""
-    from service.local.bootstrap import serve_api
+    require_extra("serve", "server")
+    from service.api.serve import serve_api
 
     settings = load_settings()
     serve_api(settings, host or settings.host, port or settings.port)
-
-
-@app.command()
-def worker(
-    gpus: Annotated[str, typer.Option(help="'all', a list like 0,1, or 'none' for the CPU.")] = "all",
-    trials_per_gpu: Annotated[int, typer.Option(min=1, help="Trials side by side on one GPU.")] = 1,
-    device: Annotated[Optional[str], typer.Option(help="Run one worker on this device (cpu, cuda:0).")] = None,
-    max_trials: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many trials.")] = None,
-    exit_when_idle: Annotated[Optional[float], typer.Option(help="Exit after this many idle seconds.")] = None,
-) -> None:
-    """Pull trials from the queue and train them, until SIGTERM / Ctrl-C."""
-    from workers.main import run_worker
-
-    try:
-        code = run_worker(load_settings(), gpus=gpus, trials_per_gpu=trials_per_gpu, device=device,
-                          max_trials=max_trials, exit_when_idle=exit_when_idle)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from exc
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -103,6 +78,7 @@ def up(
 ) -> None:
     """Everything on one machine: database (embedded unless STSWEEP_DATABASE_URL is set), migrations, the API
     and dashboard, and workers. Prints the dashboard URL and an API token. Ctrl-C stops it all cleanly."""
+    require_extra("up", "server", "worker")
     import logging
 
     from service.local.stack import running_stack, wait_for_signal
@@ -134,6 +110,7 @@ def demo(
 ) -> None:
     """The main job: a small real sweep of all-MiniLM-L6-v2 on sentence pairs, then the best model pulled and
     its score shown next to the untrained baseline's. Works offline with the bundled sample data."""
+    require_extra("demo", "server", "worker", "client")
     from rich.console import Console
 
     from service.local.demo import run_demo
@@ -142,10 +119,13 @@ def demo(
         raise fail("--train and --eval go together", 2)
     if hf is not None and train is not None:
         raise fail("give --hf or --train/--eval, not both", 2)
+    from service.core.errors import InvalidInput
+    from service.core.score_range import parse_score_range
+
     try:
-        low, high = (float(x) for x in score_range.split(","))
-    except ValueError as exc:
-        raise fail(f"--score-range: expected LOW,HIGH (got {score_range!r})", 2) from exc
+        low, high = parse_score_range(score_range, field="--score-range")
+    except InvalidInput as exc:
+        raise fail(f"--score-range: {exc.message}", 2) from exc
     settings = load_settings()
     code = run_demo(settings, host=settings.host, port=port or settings.port, trials=trials, out=out, train=train,
                     eval_=eval_, test=test, hf=hf, score_range=(low, high), max_train_samples=max_train_samples,

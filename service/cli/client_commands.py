@@ -15,14 +15,12 @@ Heavy imports (the client, pydantic models, rich) happen inside the commands, so
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
-import click
 import typer
 
 from service.cli.render import (
@@ -36,6 +34,7 @@ from service.cli.render import (
     render_study,
     watch,
 )
+from service.cli.extras import PASS_THROUGH, require_extra
 from service.client.config import ClientConfig, ClientConfigError, resolve
 
 if TYPE_CHECKING:
@@ -107,7 +106,7 @@ def _errors(cfg: ClientConfig | None = None) -> Iterator[None]:
 
     try:
         yield
-    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+    except PASS_THROUGH:
         raise
     except KeyboardInterrupt:
         typer.echo("", err=True)
@@ -132,6 +131,7 @@ def _errors(cfg: ClientConfig | None = None) -> Iterator[None]:
 
 @contextmanager
 def _api(url: str | None, token: str | None) -> Iterator[StsweepClient]:
+    require_extra(None, "client")
     cfg = _config(url, token)
     with _errors(cfg):
         from service.client.http import StsweepClient
@@ -394,18 +394,15 @@ def _parse_columns(value: str | None) -> dict[str, str] | None:
 
 
 def _parse_score_range(value: str | None) -> tuple[float, float] | None:
+    from service.core.errors import InvalidInput
+    from service.core.score_range import parse_score_range
+
     if value is None:
         return None
-    parts = value.split(",")
     try:
-        if len(parts) != 2:
-            raise ValueError
-        low, high = float(parts[0]), float(parts[1])
-    except ValueError:
-        _fail(f"--score-range must be LOW,HIGH (e.g. 0,5), not {value!r}", 2)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        _fail(f"--score-range must be LOW,HIGH with LOW < HIGH, not {value!r}", 2)
-    return low, high
+        return parse_score_range(value, field="--score-range")
+    except InvalidInput as exc:
+        _fail(f"--score-range: {exc.message} (e.g. 0,5)", 2)
 
 
 def datasets_upload(

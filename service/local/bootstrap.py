@@ -39,17 +39,3 @@ def prepare_database(settings: Settings) -> str:
     migrate.upgrade(url)
     optuna_bridge.ensure_schema(url, settings.optuna_schema)
     return url
-
-
-def serve_api(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
-
-    from service.api.app import create_app
-    from service.context import Context
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ctx = Context(settings, prepare_database(settings))
-    try:
-        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
-    finally:
-        ctx.close()

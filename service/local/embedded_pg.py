@@ -19,6 +19,8 @@ def database_url(settings: Settings) -> str:
         warnings.simplefilter("ignore")
         import pgserver  # only needed without a URL
 
+    # pgserver logs every pg_ctl command line with its (empty) output at INFO: keep start and stop quiet.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     datadir = settings.home / "pgdata"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process that opened it exits; child processes

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts.store import HashingWriter
 from service.context import Context
 from service.store.db import session_scope
+from service.core.score_range import parse_score_range
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.schemas import ColumnInfo, DatasetPublic, Page
 from service.core.tabular import check_rows, detect_format, read_table
@@ -86,25 +87,10 @@ def parse_options(task: str | None, columns: str | None, score_range: str | None
                                    field="columns")
     low_high = DEFAULT_SCORE_RANGE
     if score_range:
-        low_high = _parse_range(score_range)
+        low_high = parse_score_range(score_range)
     if fmt:
         fmt = detect_format(Path("upload"), fmt)
     return UploadOptions(task=task, columns=mapping, score_range=low_high, format=fmt or None)
-
-
-def _parse_range(raw: str) -> tuple[float, float]:
-    raw = raw.strip()
-    try:
-        values = json.loads(raw) if raw.startswith("[") else [float(x) for x in raw.split(",")]
-    except (ValueError, json.JSONDecodeError):
-        values = None
-    if (not isinstance(values, list) or len(values) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise InvalidInput(f"expected 'low,high' or [low, high], got {raw!r}", field="score_range")
-    low, high = float(values[0]), float(values[1])
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidInput(f"need finite low < high, got {raw!r}", field="score_range")
-    return low, high
 
 
 def clean_filename(name: str | None) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.errors import DatabaseUnavailable
+
+# What the rest of the code passes around to reach the database, without importing SQLAlchemy itself.
+SessionFactory: TypeAlias = sessionmaker[Session]
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -56,3 +60,13 @@ def ping(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except (OperationalError, DBAPIError) as exc:
         raise DatabaseUnavailable("the database is unreachable") from exc
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the database cannot be reached, when `exc` (raised outside `session_scope`, e.g. by Optuna's storage)
+    says so; None for any other error."""
+    if isinstance(exc, OperationalError):
+        return "the database is unreachable"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "the database connection was lost"
+    return None

@@ -135,7 +135,6 @@ class Trial(Base):
 
 class IntermediateValue(Base):
     __tablename__ = "intermediate_values"
-    __table_args__ = (Index("ix_intermediate_seq", "seq"),)
 
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
     examples_seen: Mapped[int] = mapped_column(BigInteger, primary_key=True)

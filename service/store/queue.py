@@ -96,7 +96,7 @@ _CLAIM_IN_STUDY = text("""
     )
     UPDATE trials t
     SET state = 'running', attempts = t.attempts + 1, lease_token = :token, worker_id = :worker_id,
-        heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
         started_at = coalesce(t.started_at, now()), failure_reason = NULL
     FROM pick WHERE t.id = pick.id
     RETURNING t.id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
@@ -152,7 +152,7 @@ def _guarded(factory: sessionmaker[Session], lease: Lease, sql: str, params: dic
 def heartbeat(factory: sessionmaker[Session], lease: Lease, lease_seconds: float) -> Beat:
     row = _guarded(
         factory, lease,
-        f"""UPDATE trials SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :ls)
+        f"""UPDATE trials SET lease_expires_at = now() + make_interval(secs => :ls)
             WHERE {_GUARD}
             RETURNING (SELECT status FROM studies WHERE studies.id = trials.study_id)""",
         {"ls": lease_seconds},

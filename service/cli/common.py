@@ -1,0 +1,19 @@
+"""What every `stsweep` command shares: the one-line error exit and the one read of the settings."""
+
+from __future__ import annotations
+
+import typer
+
+from service.settings import Settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError on a bad STSWEEP_* variable
+        raise fail(f"bad configuration: {exc}", 2) from exc
