@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest request body of any route but data set uploads (413 above)."
+    )
+    docs_need_token: bool = Field(
+        default=False,
+        description="Whether /docs, /redoc and /openapi.json need a token (the schema holds no data; default: public).",
+    )
     lease_seconds: float = Field(default=60.0, gt=0, description="A claimed trial is lost after this long silent.")
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     reaper_seconds: float = Field(default=15.0, gt=0)

@@ -46,6 +46,18 @@ def database_url(template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A fresh database with nothing in it (no migrations applied)."""
+    name = pg.unique_name("stsweep_empty")
+    url = pg.create_database(name)
+    try:
+        yield url
+    finally:
+        optuna_bridge.storage.cache_clear()
+        pg.drop_database(name)
+
+
+@pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()

@@ -1,5 +1,6 @@
 """Scored sentence pairs that ship with the repository (the demo data set in `service/local/demo_data`), for
-tests that train, upload or evaluate: they run on a bare clone. Scores are given on the STS scale 0..5."""
+tests that train, upload or evaluate: they run on a bare clone. Scores are given on a 0..5 scale (the files
+store 0..1)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def write_sts_format(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """The STS benchmark's own layout: tab-separated, no header, genre/file/year/id/score then the two
-    sentences, and extra trailing fields on every third row (as in the real files)."""
+    """A headerless TSV with the score and the sentences at fixed positions: genre/file/year/id/score then the
+    two sentences, and extra trailing fields on every third row (what positional columns must cope with)."""
     lines = []
     for i, r in enumerate(rows):
         fields = ["main-captions", "MSRvid", "2012test", f"{i:04d}", f"{r['score']:.3f}", r["sentence1"],

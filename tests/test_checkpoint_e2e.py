@@ -1,4 +1,4 @@
-"""Data sets in, best checkpoint out, end to end: uploaded STS pairs, a real worker process, pruned trials,
+"""Data sets in, best checkpoint out, end to end: uploaded demo pairs, a real worker process, pruned trials,
 retention, the best checkpoint pulled with the CLI and over HTTP, and a model that reproduces its score."""
 
 from __future__ import annotations

@@ -64,7 +64,9 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     page.on("pageerror", lambda e: errors.append(str(e)))
 
     # No token: a sign-in form and no data.
-    page.goto(server + "/")
+    response = page.goto(server + "/")
+    # Everything below runs under the dashboard's Content-Security-Policy: no inline or eval'd script.
+    assert response is not None and "script-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_selector("#sign-in-form", state="visible")
     assert page.is_hidden("#app") and page.locator("[data-study-id]").count() == 0
     page.fill("#token-input", "wrong-token")
@@ -82,7 +84,7 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     assert "running" in row.inner_text() and "5 / 12 trials" in row.inner_text()
     assert page.evaluate("sessionStorage.getItem('stsweep.token')") == token
     page.select_option("#status-filter", "queued")
-    page.wait_for_function(f"!document.querySelector(\"tr[data-study-id='{sid}']\")")
+    page.wait_for_selector(f"tr[data-study-id='{sid}']", state="detached")
     page.select_option("#status-filter", "")
     page.wait_for_selector(f"tr[data-study-id='{sid}']")
     page.screenshot(path=str(ARTIFACTS / "dashboard-studies.png"), full_page=True)
@@ -108,7 +110,7 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     queue.finish(ctx.sessions, seeded.running, queue.Finish(state="complete", value=0.87), 3)
     new = run_trial(ctx, seeded.workers["w1"], "complete", curve(0.75, 0.86, 0.91), 0.91, i=7)
     page.wait_for_selector(f"#trials-table tr[data-trial='{new}'][data-state='complete']")
-    page.wait_for_function("document.getElementById('chart-parallel').dataset.items === '5'")
+    page.wait_for_selector("#chart-parallel[data-items='5']", state="attached")
     # the running trial finished and is no longer the only "running" group; #6 is the new best
     assert charts(page) == {"chart-history": (2, 5), "chart-curves": (4, 6), "chart-parallel": (6, 5),
                             "chart-importance": (1, 5)}

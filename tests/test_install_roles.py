@@ -11,13 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests import pg
 from tests.conftest import ROOT
 from tests.studyspecs import contract_study
 from tests.test_cli import STUDY_YAML, PAIRS, write_jsonl
@@ -69,16 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    name = pg.unique_name("stsweep_role")
-    url = pg.create_database(name)
-    try:
-        yield url
-    finally:
-        pg.drop_database(name)
 
 
 def test_server_extra_without_torch_migrates_serves_and_takes_a_study(tmp_path: Path, empty_database: str) -> None:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from service.store import migrate, optuna_bridge
 from service.store.models import Base
-from tests import pg
-
-
-@pytest.fixture
-def empty_db() -> Iterator[str]:
-    name = pg.unique_name("stsweep_mig")
-    url = pg.create_database(name)
-    try:
-        yield url
-    finally:
-        optuna_bridge.storage.cache_clear()
-        pg.drop_database(name)
 
 
 def _diff(url: str) -> list[object]:
@@ -43,41 +28,41 @@ def _tables(url: str, schema: str = "public") -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_from_empty_matches_models(empty_db: str) -> None:
-    migrate.upgrade(empty_db)
-    assert _diff(empty_db) == []
+def test_upgrade_from_empty_matches_models(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    assert _diff(empty_database) == []
     assert {"studies", "trials", "intermediate_values", "workers", "api_tokens", "datasets",
-            migrate.VERSION_TABLE} <= _tables(empty_db)
-    assert "alembic_version" not in _tables(empty_db)
+            migrate.VERSION_TABLE} <= _tables(empty_database)
+    assert "alembic_version" not in _tables(empty_database)
 
 
-def test_downgrade_and_upgrade_round_trip(empty_db: str) -> None:
-    migrate.upgrade(empty_db)
-    migrate.downgrade(empty_db, "base")
-    assert _tables(empty_db) == {migrate.VERSION_TABLE}
-    migrate.upgrade(empty_db)
-    assert _diff(empty_db) == []
+def test_downgrade_and_upgrade_round_trip(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    migrate.downgrade(empty_database, "base")
+    assert _tables(empty_database) == {migrate.VERSION_TABLE}
+    migrate.upgrade(empty_database)
+    assert _diff(empty_database) == []
 
 
-def test_optuna_tables_live_in_their_own_schema(empty_db: str) -> None:
-    migrate.upgrade(empty_db)
-    optuna_bridge.storage(empty_db, "optuna")
-    optuna_tables = _tables(empty_db, "optuna")
+def test_optuna_tables_live_in_their_own_schema(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    optuna_bridge.storage(empty_database, "optuna")
+    optuna_tables = _tables(empty_database, "optuna")
     assert {"studies", "trials", "alembic_version"} <= optuna_tables
     # Our `studies` is untouched by Optuna's `studies`, and our version table is ours alone.
-    engine = create_engine(empty_db)
+    engine = create_engine(empty_database)
     with engine.connect() as conn:
         cols = {r[0] for r in conn.execute(text(
             "SELECT column_name FROM information_schema.columns WHERE table_schema='public' AND table_name='studies'"))}
         version = conn.execute(text(f"SELECT version_num FROM {migrate.VERSION_TABLE}")).scalar_one()
     engine.dispose()
     assert "optuna_study_name" in cols
-    assert version == "0002"
+    assert version == "0003"
 
 
-def test_updates_bump_the_change_cursor(empty_db: str) -> None:
-    migrate.upgrade(empty_db)
-    engine = create_engine(empty_db)
+def test_updates_bump_the_change_cursor(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    engine = create_engine(empty_database)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO studies (id, name, spec, optuna_study_name, n_trials, max_concurrent_trials, "
                           "max_attempts, direction) VALUES ('st_0', 'x', '{}', 'o', 1, 1, 1, 'maximize')"))

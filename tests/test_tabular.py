@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.core.errors import InvalidInput
-from service.core.tabular import check_rows, read_table, to_records
+from service.core.tabular import check_rows, column_map, read_table, to_records
 from tests.pairs import pair_rows, write_sts_format
 
 SCORED = "scored_pairs"
@@ -142,3 +142,107 @@ def test_reads_sts_format_rows_with_a_header(tmp_path: Path) -> None:
     assert records["score"] == pytest.approx([float(f"{r['score']:.3f}") / 5 for r in rows])
     assert records["sentence1"][3] == 'He said "no" twice.'
     assert records["sentence2"] == [r["sentence2"] for r in rows]
+
+
+# ---------------------------------------------------------------- files without a header (positions)
+
+STS_POSITIONS = {"sentence1": 5, "sentence2": 6, "score": 4}
+
+
+def test_headerless_sts_layout_reads_by_position(tmp_path: Path) -> None:
+    rows = pair_rows("train", 30, seed=1)
+    rows[4]["sentence1"] = 'She said "yes" and left.'
+    p = write_sts_format(tmp_path / "sts-train.tsv", rows)
+    table = read_table(p, header=False, columns=STS_POSITIONS)
+    assert table.num_rows == 30 and table.column_names == ["4", "5", "6"]  # only the fields asked for
+    report = check_rows(table, SCORED, STS_POSITIONS, (0, 5))
+    assert report.row_count == 30 and report.roles == {"4": "score", "5": "sentence1", "6": "sentence2"}
+    assert report.preview[0] == {"4": f"{rows[0]['score']:.3f}", "5": rows[0]["sentence1"],
+                                 "6": rows[0]["sentence2"]}
+    records = to_records(table, SCORED, STS_POSITIONS, (0, 5))
+    assert list(records) == ["sentence1", "sentence2", "score"]
+    assert records["sentence1"][4] == 'She said "yes" and left.'  # QUOTE_NONE: the quotes are text
+    assert records["sentence2"] == [r["sentence2"] for r in rows]
+    assert records["score"] == pytest.approx([float(f"{r['score']:.3f}") / 5 for r in rows])
+
+
+def test_headerless_csv_keeps_csv_quoting(tmp_path: Path) -> None:
+    p = write(tmp_path / "a.csv", '"A man, tall.",x,"He said ""hi"".",4.5,extra\nb,y,c,1\n')
+    cols = {"sentence1": 0, "sentence2": 2, "score": 3}
+    records = to_records(read_table(p, header=False, columns=cols), SCORED, cols, (0, 5))
+    assert records == {"sentence1": ["A man, tall.", "b"], "sentence2": ['He said "hi".', "c"],
+                       "score": [0.9, 0.2]}
+
+
+def test_headerless_short_row_names_row_and_position(tmp_path: Path) -> None:
+    rows = pair_rows("train", 6, seed=2)
+    p = write_sts_format(tmp_path / "sts.tsv", rows)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    lines[3] = "\t".join(lines[3].split("\t")[:6])  # row 4 lost its second sentence
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        read_table(p, header=False, columns=STS_POSITIONS)
+    assert err.value.field == "file"
+    assert str(err.value) == "row 4: 6 fields, but column 6 (sentence2) needs at least 7 (positions count from 0)"
+
+
+def test_headerless_bad_values_name_row_and_position(tmp_path: Path) -> None:
+    p = write(tmp_path / "a.tsv", "g\tf\t2012\t1\t4.0\ta\tb\ng\tf\t2012\t2\t7.5\tc\td\ng\tf\t2012\t3\tx\te\tf\n")
+    table = read_table(p, header=False, columns=STS_POSITIONS)
+    with pytest.raises(InvalidInput) as err:
+        check_rows(table, SCORED, STS_POSITIONS, (0, 5))
+    assert str(err.value) == "row 2, column 4: 7.5 is outside score_range [0, 5]" and err.value.field == "file"
+    with pytest.raises(InvalidInput, match=r"^row 3, column 4: 'x' is not a number$"):
+        check_rows(table, SCORED, STS_POSITIONS, (0, 10))
+    blank = write(tmp_path / "b.tsv", "g\tf\t2012\t1\t4.0\ta\t \n")
+    with pytest.raises(InvalidInput, match=r"^row 1, column 6: empty text$"):
+        check_rows(read_table(blank, header=False, columns=STS_POSITIONS), SCORED, STS_POSITIONS, (0, 5))
+
+
+@pytest.mark.parametrize(("header", "columns", "needle"), [
+    (True, STS_POSITIONS, "is a position"),  # a position on a file with a header
+    (False, {"sentence1": "s1", "sentence2": 6, "score": 4}, "is a name"),  # a name on a file without one
+    (False, None, "needs columns"),
+    (False, {"sentence1": -1, "sentence2": 6, "score": 4}, "0-based position"),
+    (False, {"sentence1": True, "sentence2": 6, "score": 4}, "0-based position"),
+])
+def test_names_and_positions_must_match_the_header(tmp_path: Path, header: bool, columns: object,
+                                                   needle: str) -> None:
+    p = write_sts_format(tmp_path / "sts.tsv", pair_rows("train", 3, seed=0))
+    with pytest.raises(InvalidInput, match=needle) as err:
+        read_table(p, header=header, columns=columns)  # type: ignore[arg-type]
+    assert err.value.field == "data.columns"
+
+
+def test_column_map_checks_every_role_without_a_header(tmp_path: Path) -> None:
+    assert column_map(SCORED, {"score": "label"}) == {"sentence1": "sentence1", "sentence2": "sentence2",
+                                                      "score": "label"}
+    assert column_map(SCORED, STS_POSITIONS, header=False) == STS_POSITIONS
+    with pytest.raises(InvalidInput, match="missing sentence2, score") as err:
+        column_map(SCORED, {"sentence1": 5}, header=False, field="columns")
+    assert err.value.field == "columns"
+    # A table read without a header is checked with positions only, and the other way round.
+    p = write_sts_format(tmp_path / "sts.tsv", pair_rows("train", 3, seed=0))
+    headerless = read_table(p, header=False, columns=STS_POSITIONS)
+    with pytest.raises(InvalidInput, match="is a name") as err:
+        check_rows(headerless, SCORED, {"sentence1": "5", "sentence2": "6", "score": "4"}, (0, 5))
+    assert err.value.field == "data.columns"
+    with pytest.raises(InvalidInput, match="is a position") as err:
+        check_rows(scored_table([1]), SCORED, {"sentence1": 0, "sentence2": 1, "score": 2}, (0, 5))
+    assert err.value.field == "data.columns"
+
+
+def test_header_false_is_for_csv_and_tsv_only(tmp_path: Path) -> None:
+    p = write(tmp_path / "a.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n')
+    with pytest.raises(InvalidInput, match="CSV and TSV") as err:
+        read_table(p, header=False, columns={"sentence1": 0, "sentence2": 1, "score": 2})
+    assert err.value.field == "header"
+
+
+def test_headerless_blank_lines_skipped_and_empty_file_has_no_rows(tmp_path: Path) -> None:
+    p = write(tmp_path / "a.tsv", "\n0\t1\ta\tb\n\n0\t2\tc\td\n")
+    cols = {"sentence1": 2, "sentence2": 3, "score": 1}
+    assert to_records(read_table(p, header=False, columns=cols), SCORED, cols, (0, 5))["sentence1"] == ["a", "c"]
+    empty = read_table(write(tmp_path / "e.tsv", "\n\n"), header=False, columns=cols)
+    with pytest.raises(InvalidInput, match="no data rows"):
+        check_rows(empty, SCORED, cols, (0, 5))

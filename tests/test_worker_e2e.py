@@ -1,4 +1,4 @@
-"""Workers on real parts: real PostgreSQL, the real all-MiniLM-L6-v2, real STS benchmark pairs, real worker
+"""Workers on real parts: real PostgreSQL, the real all-MiniLM-L6-v2, the bundled demo pairs, real worker
 processes and real signals. Small subsets keep each trial to seconds on two CPU cores."""
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ EVERY = 64
 
 
 @pytest.fixture
-def sts_files(data_root: Path) -> None:
-    (data_root / "sts").mkdir()
-    write_jsonl(data_root / "sts" / "train.jsonl", pair_rows("train", 384, seed=1))
-    write_jsonl(data_root / "sts" / "dev.jsonl", pair_rows("dev", 96, seed=2))
-    write_jsonl(data_root / "sts" / "test.jsonl", pair_rows("test", 96, seed=3))
+def pair_files(data_root: Path) -> None:
+    (data_root / "pairs").mkdir()
+    write_jsonl(data_root / "pairs" / "train.jsonl", pair_rows("train", 384, seed=1))
+    write_jsonl(data_root / "pairs" / "dev.jsonl", pair_rows("dev", 96, seed=2))
+    write_jsonl(data_root / "pairs" / "test.jsonl", pair_rows("test", 96, seed=3))
 
 
 def study_body(name: str, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": name,
         "task": "scored_pairs",
-        "data": {"train": {"path": "sts/train.jsonl"}, "eval": {"path": "sts/dev.jsonl"},
-                 "test": {"path": "sts/test.jsonl"}, "score_range": [0, 5], "max_train_samples": 192},
+        "data": {"train": {"path": "pairs/train.jsonl"}, "eval": {"path": "pairs/dev.jsonl"},
+                 "test": {"path": "pairs/test.jsonl"}, "score_range": [0, 5], "max_train_samples": 192},
         "search_space": {
             "learning_rate": {"distribution": "float", "low": 2e-5, "high": 6e-5, "log": True},
             "per_device_train_batch_size": {"distribution": "categorical", "choices": [16, 32]},
@@ -77,7 +77,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def test_three_trials_end_to_end(client: TestClient, ctx: Context, settings: Settings, sts_files: None,
+def test_three_trials_end_to_end(client: TestClient, ctx: Context, settings: Settings, pair_files: None,
                                  tmp_path: Path) -> None:
     study_id = submit(client, study_body("e2e", budget={"n_trials": 3, "max_concurrent_trials": 1}))
     worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
@@ -89,7 +89,8 @@ def test_three_trials_end_to_end(client: TestClient, ctx: Context, settings: Set
     assert study["status"] == "completed", study
     assert study["counts"]["complete"] == 3
     baseline = study["baseline"]["value"]
-    assert 0.5 < baseline < 1.0
+    assert 0.85 < baseline < 0.95  # the untrained model on these 96 dev pairs: 0.897
+    # Every learning rate and batch size in the space improves on it here (0.900 to 0.915 after one epoch).
     assert study["best"]["value"] >= baseline
     assert study["test"]["metric"] == "spearman_cosine" and 0 < study["test"]["value"] <= 1
     for trial in trials(client, study_id):
@@ -103,7 +104,7 @@ def test_three_trials_end_to_end(client: TestClient, ctx: Context, settings: Set
 
 
 def test_bad_learning_rate_is_pruned_by_the_median_pruner(client: TestClient, settings: Settings,
-                                                          sts_files: None, tmp_path: Path) -> None:
+                                                          pair_files: None, tmp_path: Path) -> None:
     body = study_body(
         "prune", budget={"n_trials": 2, "max_concurrent_trials": 1},
         pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
@@ -125,7 +126,7 @@ def test_bad_learning_rate_is_pruned_by_the_median_pruner(client: TestClient, se
 
 
 def test_kill_9_mid_trial_resumes_from_checkpoint(client: TestClient, ctx: Context, settings: Settings,
-                                                   sts_files: None, tmp_path: Path) -> None:
+                                                   pair_files: None, tmp_path: Path) -> None:
     body = study_body("kill", max_attempts=3)
     body["data"]["max_train_samples"] = 256
     study_id = submit(client, body)
@@ -154,7 +155,7 @@ def test_kill_9_mid_trial_resumes_from_checkpoint(client: TestClient, ctx: Conte
 
 
 def test_sigterm_gives_the_trial_back_without_using_an_attempt(client: TestClient, ctx: Context,
-                                                               settings: Settings, sts_files: None,
+                                                               settings: Settings, pair_files: None,
                                                                tmp_path: Path) -> None:
     body = study_body("term", max_attempts=1)
     body["data"]["max_train_samples"] = 256
@@ -184,11 +185,11 @@ def test_sigterm_gives_the_trial_back_without_using_an_attempt(client: TestClien
 def test_bad_data_fails_trials_with_the_reason_and_pauses_the_study(client: TestClient, ctx: Context,
                                                                     settings: Settings, data_root: Path,
                                                                     tmp_path: Path) -> None:
-    (data_root / "sts").mkdir()
+    (data_root / "pairs").mkdir()
     rows = pair_rows("train", 40, seed=1)
     rows[6]["score"] = 7.5  # outside score_range
-    write_jsonl(data_root / "sts" / "train.jsonl", rows)
-    write_jsonl(data_root / "sts" / "dev.jsonl", pair_rows("dev", 20, seed=2))
+    write_jsonl(data_root / "pairs" / "train.jsonl", rows)
+    write_jsonl(data_root / "pairs" / "dev.jsonl", pair_rows("dev", 20, seed=2))
     body = study_body("bad-data", budget={"n_trials": 5, "max_concurrent_trials": 1})
     del body["data"]["test"]
     study_id = submit(client, body)
@@ -212,7 +213,7 @@ def _pid_with_checkpoint(ctx: Context, min_examples: int) -> int | None:
 
 
 def test_out_of_memory_fails_only_that_trial_and_steers_the_sampler(client: TestClient, ctx: Context,
-                                                                    sts_files: None, monkeypatch: pytest.MonkeyPatch,
+                                                                    pair_files: None, monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
     """torch's own OOM error raised from inside training (the trainer's step hook) for batch size 32 only."""
     import optuna

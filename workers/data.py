@@ -54,14 +54,15 @@ def build_datasets(spec: StudySpec, resolve: Resolver) -> StudyData:
 
 
 def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: Resolver) -> Records:
-    """One referenced data set as validated canonical records (scores rescaled to 0..1)."""
+    """One referenced data set as validated canonical records (scores rescaled to 0..1). A file without a
+    header (`header: false`) is read by the same reader as an upload, its roles by position (data.columns)."""
     if ref.hf is not None:
         table = _load_hf(ref, field)
     else:
         path = resolve(ref)
         if not Path(path).is_file():
             raise InvalidInput(f"{path} does not exist", field=f"{field}.{'path' if ref.path else 'dataset_id'}")
-        table = read_table(Path(path))
+        table = read_table(Path(path), header=ref.header, columns=data.columns)
     return to_records(table, info, data.columns, data.score_range, field=field)
 
 

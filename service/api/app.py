@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors, routes_dashboard, routes_health, routes_studies
-from service.api import routes_checkpoints, routes_datasets
+from service.api.guard import RequestGuard
+from service.api import routes_checkpoints, routes_datasets, routes_tokens
 from service.context import Context
 from service.store.reaper import ReaperThread
 
@@ -37,10 +38,12 @@ def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.add_middleware(RequestGuard, ctx=ctx)
     errors.install(app)
     app.include_router(routes_health.router)
     app.include_router(routes_studies.router)
     app.include_router(routes_datasets.router)
     app.include_router(routes_checkpoints.router)
+    app.include_router(routes_tokens.router)
     app.include_router(routes_dashboard.router)
     return app

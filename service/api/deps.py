@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.store.tokens import verify_token
+from service.api.guard import token_name
 from service.context import Context
 from service.store.db import SessionFactory
 
@@ -30,8 +31,13 @@ SessionsDep = Annotated[SessionFactory, Depends(get_sessions)]
 
 
 def require_token(
-    ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
+    """The token's name. The request guard (service/api/guard.py) already checked it before anything else ran;
+    this dependency documents the requirement in the OpenAPI and checks again when the guard is not in front."""
+    verified = token_name(request.scope)
+    if verified is not None:
+        return verified
     return verify_token(ctx.sessions, credentials.credentials if credentials else None)
 
 

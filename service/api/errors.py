@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.core import errors
 from service.core.spec import field_errors
@@ -45,8 +46,13 @@ def error_body(code: str, message: str, field: str | None = None,
     return {"error": body}
 
 
-def _response(status: int, body: dict[str, Any]) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 413 or status >= 500 and status != 503:
+        # The rest of an oversized body is not read, and after a failure the connection is not trusted.
+        headers["Connection"] = "close"
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -67,6 +73,14 @@ class _Wrapped:
 
     def errors(self) -> list[dict[str, Any]]:
         return self._errs
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's own 405 names only the first route's)."""
+    routes = request.app.router.routes
+    allowed = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+               if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return allowed
 
 
 def install(app: FastAPI) -> None:
@@ -91,10 +105,14 @@ def install(app: FastAPI) -> None:
         return _validation_response(field_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return _response(405, error_body("method_not_allowed", f"{request.method} is not allowed here"),
+                             headers={"Allow": ", ".join(_allowed_methods(request))})
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large",
                  416: "range_not_satisfiable"}
-        return _response(exc.status_code, error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)))
+        return _response(exc.status_code, error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
+                         headers=exc.headers)  # a 405 keeps its Allow
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

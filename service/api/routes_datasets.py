@@ -4,10 +4,13 @@ Two ways to upload, both streamed chunk by chunk into a local spool file (never 
 the size limit (``max_upload_bytes``) counted on the file's bytes as they arrive:
 
 - ``multipart/form-data`` with a part ``file`` (its file name tells the format) and the text fields ``task``,
-  ``columns`` (JSON role -> column), ``score_range`` ("low,high" or [low, high]) and ``format`` (optional).
+  ``columns`` (JSON role -> column), ``score_range`` ("low,high" or [low, high]), ``format`` (optional) and
+  ``header`` ("true", the default, or "false": a CSV / TSV without a header row, whose ``columns`` then give
+  0-based positions, e.g. the STS benchmark's ``{"sentence1": 5, "sentence2": 6, "score": 4}``).
   The body is parsed by python-multipart's streaming parser directly from ``request.stream()``.
 - any other content type (``application/octet-stream``): the body is the file; ``task``, ``filename`` (or
-  ``format``), ``columns`` and ``score_range`` come as query parameters. Handy for ``curl --data-binary``.
+  ``format``), ``columns``, ``score_range`` and ``header`` come as query parameters. Handy for
+  ``curl --data-binary``.
 
 Query parameters also fill any field a multipart body leaves out.
 """
@@ -30,7 +33,7 @@ from service.core.schemas import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-_FIELDS = ("task", "columns", "score_range", "format")
+_FIELDS = ("task", "columns", "score_range", "format", "header")
 _MAX_FIELD = 64 * 1024
 _MULTIPART_SLACK = 1024 * 1024  # a declared Content-Length this far past the limit is refused before reading
 _BOUNDARY = re.compile(rb"^[ -~]{1,200}$")
@@ -44,9 +47,13 @@ _UPLOAD_BODY: dict[str, Any] = {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file", "task"], "properties": {
             "file": {"type": "string", "format": "binary", "description": ".csv, .tsv, .jsonl/.json or .parquet"},
             "task": {"type": "string", "enum": ["scored_pairs", "labelled_pairs", "pairs", "triplets"]},
-            "columns": {"type": "string", "description": 'JSON object role -> column, e.g. {"score": "label"}'},
+            "columns": {"type": "string", "description": 'JSON object role -> column, e.g. {"score": "label"}; '
+                                                         'with header=false 0-based positions, e.g. '
+                                                         '{"sentence1": 5, "sentence2": 6, "score": 4}'},
             "score_range": {"type": "string", "description": '"low,high" or "[low, high]" (default 0,1)'},
-            "format": {"type": "string", "enum": ["csv", "tsv", "jsonl", "parquet"]}}}},
+            "format": {"type": "string", "enum": ["csv", "tsv", "jsonl", "parquet"]},
+            "header": {"type": "boolean", "default": True,
+                       "description": "false: a CSV / TSV without a header row (columns by position)"}}}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     }},
 }
@@ -144,13 +151,15 @@ async def upload_dataset(
     task: str | None = None, columns: str | None = None, score_range: str | None = None,
     filename: Annotated[str | None, Query(max_length=1000)] = None,
     format_: Annotated[str | None, Query(alias="format")] = None,
+    header: Annotated[str | None, Query(description="true (default) or false: a CSV / TSV without a header "
+                                                    "row, `columns` by 0-based position")] = None,
 ) -> DatasetPublic:
     """Upload a data set; it is parsed and checked for `task` before it is kept. 201 when new; 200 with the
     existing data set when the same bytes were uploaded before (same id, one copy). 413 past the size limit,
     422 naming the row and column at fault; a refused upload leaves nothing behind."""
     limit = ctx.settings.max_upload_bytes
     _check_declared_length(request, limit)
-    query = {"task": task, "columns": columns, "score_range": score_range, "format": format_}
+    query = {"task": task, "columns": columns, "score_range": score_range, "format": format_, "header": header}
     content_type = request.headers.get("content-type", "")
     with Spool(limit) as spool:
         if content_type.lower().startswith("multipart/form-data"):
@@ -165,9 +174,9 @@ async def upload_dataset(
             values = {k: form.fields.get(k) or query[k] for k in _FIELDS}
             name = form.filename
             opts = datasets.parse_options(values["task"], values["columns"], values["score_range"],
-                                          values["format"])
+                                          values["format"], values["header"])
         else:
-            opts = datasets.parse_options(task, columns, score_range, format_)  # before reading the body
+            opts = datasets.parse_options(task, columns, score_range, format_, header)  # before reading the body
             async for chunk in request.stream():
                 if chunk:
                     await run_in_threadpool(spool.write, chunk)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from service.store import lifecycle, optuna_bridge, studies
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.data_refs import check_refs
-from service.core.errors import NotFound
+from service.core.errors import InvalidInput, NotFound
 from service.core.schemas import Page, StudyPublic, TrialPublic
 from service.core.spec import StudySpec
 from service.core.states import StudyStatus, TrialState
@@ -41,6 +41,8 @@ def create_study(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StudyPublic:
     """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study."""
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise InvalidInput("must not be empty (leave the header out instead)", field="Idempotency-Key")
     if idempotency_key is not None:
         existing = studies.find_idempotent(ctx.sessions, idempotency_key, studies.request_hash(spec))
         if existing is not None:

@@ -6,15 +6,22 @@ never imports FastAPI and `stsweep serve` never imports torch.
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from service.cli.common import fail, load_settings
 from service.cli.extras import require_extra
 from service.cli.worker_command import worker
+
+if TYPE_CHECKING:
+    from service.store.db import SessionFactory
 
 app = typer.Typer(
     name="stsweep",
@@ -40,20 +47,99 @@ def db_upgrade() -> None:
     typer.echo(f"database is up to date ({url.split('@')[-1]})")
 
 
-@token_app.command("create")
-def token_create(name: Annotated[str, typer.Option("--name", "-n", help="Who or what the token is for.")]) -> None:
-    """Create an API token. It is printed once; only its hash is stored."""
-    require_extra("token create", "server")
-    from service.store.tokens import create_token
-    from service.local.bootstrap import prepare_database
+_DURATION = re.compile(r"(\d+)([smhd])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a duration like 30d, 12h, 90m or 3600s (a positive whole number and one unit)."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a duration like 30d, 12h, 90m or 3600s")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+
+
+@contextmanager
+def _token_sessions(command: str) -> Iterator[SessionFactory]:
+    """The session factory over the configured database (migrated to head), as `stsweep token create` has
+    always done; a domain error (no such token, database down) becomes one line and exit 1."""
+    require_extra(command, "server")
     from service.context import Context
+    from service.core.errors import StsweepError
+    from service.local.bootstrap import prepare_database
 
     settings = load_settings()
-    ctx = Context(settings, prepare_database(settings))
     try:
-        typer.echo(create_token(ctx.sessions, name))
+        ctx = Context(settings, prepare_database(settings))
+    except StsweepError as exc:
+        raise fail(exc.message, 1) from exc
+    try:
+        yield ctx.sessions
+    except StsweepError as exc:
+        raise fail(exc.message, 1) from exc
     finally:
         ctx.close()
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", "-n", help="Who or what the token is for.")],
+    expires_in: Annotated[Optional[str], typer.Option(
+        "--expires-in", metavar="DURATION", help="Expire after this long: 30d, 12h, 90m, 3600s (default: never).")
+    ] = None,
+) -> None:
+    """Create an API token. It is printed once; only its hash is stored."""
+    seconds = None
+    if expires_in is not None:
+        try:
+            seconds = parse_duration(expires_in)
+        except ValueError as exc:
+            raise fail(f"--expires-in: {exc}", 2) from exc
+    with _token_sessions("token create") as sessions:
+        from service.store.tokens import create_token
+
+        typer.echo(create_token(sessions, name, expires_in_seconds=seconds))
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@token_app.command("ls")
+def token_ls() -> None:
+    """List API tokens: id, name, created, last used, expires, revoked (never the secrets)."""
+    with _token_sessions("token ls") as sessions:
+        from service.store.tokens import list_tokens
+
+        items = list_tokens(sessions)
+    if not items:
+        typer.echo("no tokens", err=True)
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    now = datetime.now(timezone.utc)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("id", "name", "created", "last used", "expires", "revoked"):
+        table.add_column(column, justify="right" if column == "id" else "left", no_wrap=column != "name")
+    for t in items:
+        expires = _when(t.expires_at)
+        if t.expires_at is not None and t.expires_at <= now:
+            expires += " (expired)"
+        table.add_row(str(t.id), t.name, _when(t.created_at), _when(t.last_used_at), expires, _when(t.revoked_at))
+    Console(highlight=False).print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(metavar="ID", help="The id shown by `stsweep token ls`.")]
+                 ) -> None:
+    """Revoke an API token: its next request gets a 401. Revoking one twice is fine."""
+    with _token_sessions("token revoke") as sessions:
+        from service.store.tokens import revoke_token
+
+        revoke_token(sessions, token_id)
+    typer.echo(f"token {token_id}: revoked")
 
 
 @app.command()

@@ -380,16 +380,30 @@ def stop(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None)
 # ---------------------------------------------------------------- data sets
 
 
-def _parse_columns(value: str | None) -> dict[str, str] | None:
+def _parse_columns(value: str | None, header: bool) -> dict[str, str | int] | None:
+    """--columns as JSON: role -> column name, or (with --no-header) role -> 0-based position."""
     if value is None:
+        if not header:
+            _fail("--no-header needs --columns giving each role's 0-based position, e.g. "
+                  "'{\"sentence1\": 5, \"sentence2\": 6, \"score\": 4}'", 2)
         return None
     try:
         columns = json.loads(value)
     except json.JSONDecodeError as exc:
         _fail(f"--columns must be a JSON object like '{{\"sentence1\": \"s1\"}}': {exc.msg}", 2)
-    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                for k, v in columns.items()):
+    if not isinstance(columns, dict):
         _fail("--columns must be a JSON object of role -> column name, e.g. '{\"sentence1\": \"s1\"}'", 2)
+    for role, column in columns.items():
+        position = isinstance(column, int) and not isinstance(column, bool)
+        if position and header:
+            _fail(f"--columns: {role}: {column} is a position; positions need --no-header (a file with a header "
+                  f"names its columns)", 2)
+        if not header and not position:
+            _fail(f"--columns: {role}: with --no-header give 0-based positions (integers), not {column!r}", 2)
+        if header and not isinstance(column, str):
+            _fail("--columns must be a JSON object of role -> column name, e.g. '{\"sentence1\": \"s1\"}'", 2)
+        if position and column < 0:
+            _fail(f"--columns: {role}: a position counts from 0, not {column}", 2)
     return columns
 
 
@@ -417,6 +431,10 @@ def datasets_upload(
         metavar="LOW,HIGH", help="Range of the score column (scored_pairs), e.g. 0,5. Default 0,1.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from "
                                                                 "the file name).")] = None,
+    header: Annotated[bool, typer.Option(
+        "--header/--no-header", help="--no-header: a CSV / TSV without a header row; --columns then gives "
+                                     "0-based positions, e.g. the STS benchmark's "
+                                     "'{\"sentence1\": 5, \"sentence2\": 6, \"score\": 4}'.")] = True,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -424,19 +442,20 @@ def datasets_upload(
 
     Prints its id (ds_...) on stdout; the same bytes always give the same id.
 
-    Use it in a study as `data: {train: {dataset_id: ds_...}}`."""
+    Use it in a study as `data: {train: {dataset_id: ds_...}}` (a file uploaded with --no-header:
+    `{dataset_id: ds_..., header: false}`, with the same positions in `data.columns`)."""
     from service.core.tasks import TASKS
 
     if task not in TASKS:
         _fail(f"--task must be one of {', '.join(TASKS)}, not {task!r}", 2)
     if fmt is not None and fmt not in ("csv", "tsv", "jsonl", "parquet"):
         _fail(f"--format must be csv, tsv, jsonl or parquet, not {fmt!r}", 2)
-    cols = _parse_columns(columns)
+    cols = _parse_columns(columns, header)
     rng = _parse_score_range(score_range)
     if not file.is_file():
         _fail(f"{file}: {'is a folder' if file.is_dir() else 'no such file'}", 2)
     with _api(url, token) as api:
-        ds = api.upload_dataset(file, task, columns=cols, score_range=rng, format=fmt)
+        ds = api.upload_dataset(file, task, columns=cols, score_range=rng, format=fmt, header=header)
         typer.echo(ds.id)
         dups = f", {ds.duplicate_rows} duplicate" if ds.duplicate_rows else ""
         typer.echo(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, {fmt_bytes(ds.size_bytes)}, "

@@ -182,10 +182,15 @@ class StsweepClient:
 
     # ------------------------------------------------------------ data sets
 
-    def upload_dataset(self, path: str | os.PathLike[str], task: str, columns: Mapping[str, str] | None = None,
+    def upload_dataset(self, path: str | os.PathLike[str], task: str,
+                       columns: Mapping[str, str | int] | None = None,
                        score_range: tuple[float, float] | None = None,
-                       format: str | None = None) -> DatasetPublic:  # noqa: A002 - the API's field name
-        """Upload a CSV / TSV / JSONL / Parquet file (streamed from disk). The same bytes give the same id."""
+                       format: str | None = None,  # noqa: A002 - the API's field name
+                       header: bool = True) -> DatasetPublic:
+        """Upload a CSV / TSV / JSONL / Parquet file (streamed from disk). The same bytes give the same id.
+
+        ``header=False``: a CSV / TSV without a header row; ``columns`` then gives each role's 0-based position,
+        e.g. the STS benchmark's ``{"sentence1": 5, "sentence2": 6, "score": 4}``."""
         path = Path(path)
         fields: dict[str, str] = {"task": task}
         if columns:
@@ -194,6 +199,8 @@ class StsweepClient:
             fields["score_range"] = json.dumps([float(score_range[0]), float(score_range[1])])
         if format:
             fields["format"] = format
+        if not header:
+            fields["header"] = "false"
         with path.open("rb") as f:
             response = self._request("POST", "/v1/datasets", data=fields,
                                      files={"file": (path.name, f, "application/octet-stream")})

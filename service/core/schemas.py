@@ -124,3 +124,14 @@ class DatasetPublic(BaseModel):
     preview: list[dict[str, Any]] | None = None  # first rows; omitted in lists
     created_at: datetime
     used_by: list[str] | None = None  # ids of studies referencing it; only on a single read
+
+
+class TokenPublic(BaseModel):
+    """An API token as listed: never its secret or hash (the secret is shown once, at creation)."""
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None

@@ -9,7 +9,17 @@ import math
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictInt,
+    StrictStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from service.core.tasks import TASKS, TaskKind
 
@@ -212,13 +222,17 @@ def _check_numeric(name: str, param: Param, low: float | None, high: float | Non
 
 class DataRef(_Strict):
     """One data set: a file under STSWEEP_DATA_ROOT (`path`), an uploaded dataset (`dataset_id`), or a
-    Hugging Face dataset (`hf`, with `split` and optional `config`)."""
+    Hugging Face dataset (`hf`, with `split` and optional `config`).
+
+    `header: false`: a CSV / TSV file without a header row (the STS benchmark's own files); `data.columns`
+    then gives every role's 0-based position, e.g. {sentence1: 5, sentence2: 6, score: 4}."""
 
     path: str | None = None
     dataset_id: str | None = None
     hf: str | None = None
     config: str | None = None
     split: str | None = None
+    header: bool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> DataRef:
@@ -231,6 +245,12 @@ class DataRef(_Strict):
                 raise ValueError("path: must be relative to STSWEEP_DATA_ROOT and may not contain '..'")
             if p.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
                 raise ValueError("path: must end in .csv, .tsv, .jsonl or .parquet")
+            if not self.header and p.suffix.lower() not in (".csv", ".tsv"):
+                raise ValueError("header: only .csv and .tsv files can be read without a header (the others "
+                                 "name their columns)")
+        if self.hf is not None and not self.header:
+            raise ValueError("header: an hf dataset names its columns; header: false is for CSV / TSV files "
+                             "(path or dataset_id)")
         if self.hf is not None and not self.split:
             raise ValueError("split: an hf dataset needs a split")
         if self.split is not None and self.hf is None:
@@ -258,7 +278,8 @@ class DataSpec(_Strict):
     eval: DataRef | None = None
     test: DataRef | None = None
     split: SplitSpec | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
+    # role -> column name; with headerless files (header: false) role -> 0-based position
+    columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(ge=0)]]] = Field(default_factory=dict)
     score_range: tuple[float, float] = (0.0, 1.0)
     max_train_samples: int | None = Field(default=None, gt=0)
     seed: int = 0
@@ -273,7 +294,27 @@ class DataSpec(_Strict):
         low, high = self.score_range
         if not low < high:
             raise ValueError("score_range must be [low, high] with low < high")
+        self._check_columns()
         return self
+
+    def headerless(self) -> bool:
+        """Whether the files have no header row (then data.columns holds positions)."""
+        return any(not ref.header for ref in self.refs().values())
+
+    def _check_columns(self) -> None:
+        refs = self.refs()
+        without = [role for role, ref in refs.items() if not ref.header]
+        if without and len(without) != len(refs):
+            with_header = next(role for role, ref in refs.items() if ref.header)
+            raise ValueError(f"{without[0]}.header: data.columns is shared by every file, so all of them have a "
+                             f"header or none does ({with_header} has one)")
+        for role, column in self.columns.items():
+            if without and isinstance(column, str):
+                raise ValueError(f"columns: {role}: {column!r} is a name, but the files have no header "
+                                 f"(header: false); give the 0-based position")
+            if not without and not isinstance(column, str):
+                raise ValueError(f"columns: {role}: {column} is a position, but positions are only for files "
+                                 f"without a header (header: false on the file); give the column name")
 
     def refs(self) -> dict[str, DataRef]:
         """Every referenced data set by role (train/eval/test, or split.source)."""
@@ -365,6 +406,11 @@ class StudySpec(_Strict):
         if unknown:
             raise ValueError(f"data.columns: {unknown[0]!r} is not a column of task {self.task} "
                              f"(expected {', '.join(task.columns)})")
+        if self.data.headerless():  # positions: there are no names to default to
+            missing = [role for role in task.columns if role not in self.data.columns]
+            if missing:
+                raise ValueError(f"data.columns: files without a header need the 0-based position of every "
+                                 f"column of task {self.task}; missing {', '.join(missing)}")
         self.data.columns = {role: self.data.columns.get(role, role) for role in task.columns}
         # Loss: default to the task's first; every candidate must fit the task.
         if self.search_space.loss is None:

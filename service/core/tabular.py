@@ -3,14 +3,22 @@
 The API validates uploads with it and the workers turn files into records with it, so both agree on what a
 valid file is. Requirements on files:
 
-- CSV and TSV need a header row naming the columns. CSV uses normal quoting (RFC 4180 style); TSV is read with
-  ``csv.QUOTE_NONE`` (quotes are text, as in the STS benchmark) and rows may carry extra trailing fields beyond
-  the header, which are ignored. A row with fewer fields than the header is an error.
+- CSV and TSV have a header row naming the columns, or, read with ``header=False``, none: then the task's roles
+  are given by 0-based position (``{"sentence1": 5, "sentence2": 6, "score": 4}``, the STS benchmark's own
+  layout) and only those fields are read, as columns named by their position ("4", "5", "6"). CSV uses normal
+  quoting (RFC 4180 style); TSV is read with ``csv.QUOTE_NONE`` (quotes are text, as in the STS benchmark). Rows
+  may carry extra trailing fields beyond the header (or the highest position asked for), which are ignored; a
+  row with fewer fields than the header (or too few for a position) is an error.
 - JSONL (``.jsonl``, or ``.json`` holding one object per line or a JSON array of objects): every row is an object;
   its keys are the column names (a key missing from a row is null).
 - Parquet: read as is.
 
-Row numbers in messages are 1-based data rows (the header of a CSV/TSV is not counted).
+Row numbers in messages are 1-based data rows (the header of a CSV/TSV is not counted). A column in messages is
+its name in quotes (``column 'score'``) or, in a file without a header, its bare position (``column 4``).
+
+`columns` (a study's ``data.columns``, an upload's ``columns``) maps the task's roles to column names (roles not
+given map to themselves) or, for a file without a header, to positions (every role given). `column_map` checks
+one against the other; a mismatch is an InvalidInput naming ``data.columns``.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +41,9 @@ from service.core.tasks import TASKS, TaskInfo
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 PREVIEW_ROWS = 5
+_HEADERLESS = b"stsweep.headerless"  # schema metadata key marking a table read with header=False
+
+Column = Union[str, int]  # a column name, or a 0-based position in a file without a header
 
 
 @dataclass
@@ -40,6 +52,7 @@ class TableReport:
     columns: list[str]
     duplicate_rows: int  # rows equal (on the task's columns) to an earlier row
     preview: list[dict[str, Any]] = field(default_factory=list)
+    roles: dict[str, str] = field(default_factory=dict)  # column name -> the task role it was checked as
 
 
 # ---------------------------------------------------------------- reading
@@ -59,10 +72,20 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     return found
 
 
-def read_table(path: Path, fmt: str | None = None) -> pa.Table:
-    """Read a data file into a pyarrow Table. CSV/TSV values are strings; JSONL and Parquet keep their types."""
+def read_table(path: Path, fmt: str | None = None, *, header: bool = True,
+               columns: Mapping[str, Column] | None = None) -> pa.Table:
+    """Read a data file into a pyarrow Table. CSV/TSV values are strings; JSONL and Parquet keep their types.
+
+    ``header=False`` (CSV and TSV only): the file has no header row and ``columns`` gives each role's 0-based
+    position; the table holds just those fields, as columns named by position. With a header, ``columns`` is
+    not needed to read (check_rows / to_records map it) but a position in it is refused here already.
+    """
     path = Path(path)
     kind = detect_format(path, fmt)
+    positions = _positions(columns, header)
+    if not header and kind not in ("csv", "tsv"):
+        raise InvalidInput(f"{path.name}: header=false applies to CSV and TSV files only (a {kind} file names "
+                           f"its columns)", field="header")
     if kind == "parquet":
         try:
             return pq.read_table(path)
@@ -75,18 +98,88 @@ def read_table(path: Path, fmt: str | None = None) -> pa.Table:
     if kind == "jsonl":
         return _read_json_rows(text, path.name)
     return _read_delimited(text, path.name, delimiter="\t" if kind == "tsv" else ",",
-                           quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
+                           quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL, positions=positions)
 
 
-def _read_delimited(text: str, name: str, *, delimiter: str, quoting: int) -> pa.Table:
+def _positions(columns: Mapping[str, Column] | None, header: bool) -> dict[int, str] | None:
+    """None for a file with a header (after refusing positions); else position -> the role(s) read from it."""
+    if header:
+        if columns:
+            _check_names(columns, "data.columns")
+        return None
+    if not columns:
+        raise InvalidInput('a file without a header needs columns giving each role\'s 0-based position, e.g. '
+                           '{"sentence1": 5, "sentence2": 6, "score": 4}', field="data.columns")
+    _check_positions(columns, "data.columns")
+    out: dict[int, str] = {}
+    for role, pos in sorted(columns.items(), key=lambda kv: int(kv[1])):
+        out[int(pos)] = f"{out[int(pos)]}, {role}" if int(pos) in out else role
+    return out
+
+
+def _is_position(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_names(columns: Mapping[str, Any], field_name: str) -> None:
+    for role, column in columns.items():
+        if _is_position(column):
+            raise InvalidInput(f"{role}: {column} is a position, but positions are only for a file without a "
+                               f"header (header=false); this file's header names its columns, so give the name",
+                               field=field_name)
+        if not isinstance(column, str) or not column:
+            raise InvalidInput(f"{role}: expected a column name, got {column!r}", field=field_name)
+
+
+def _check_positions(columns: Mapping[str, Any], field_name: str) -> None:
+    for role, column in columns.items():
+        if isinstance(column, str):
+            raise InvalidInput(f"{role}: {column!r} is a name, but a file without a header (header=false) has "
+                               f"no column names; give the 0-based position, e.g. {{\"{role}\": 0}}",
+                               field=field_name)
+        if not _is_position(column) or column < 0:
+            raise InvalidInput(f"{role}: expected a 0-based position (an integer >= 0), got {column!r}",
+                               field=field_name)
+
+
+def column_map(task: str | TaskInfo, columns: Mapping[str, Column] | None = None, *, header: bool = True,
+               field: str = "data.columns") -> dict[str, Column]:
+    """The task's roles -> column name (header) or 0-based position (no header), in the task's order.
+
+    With a header, roles not given map to the column of their own name; without one, every role needs a
+    position. A role the task lacks, a position with a header or a name without one: InvalidInput naming
+    `field`.
+    """
+    info = _task(task)
+    columns = dict(columns or {})
+    for role in columns:
+        if role not in info.columns:
+            raise InvalidInput(f"{role!r} is not a column of task {info.kind} (expected {', '.join(info.columns)})",
+                               field=field)
+    if header:
+        _check_names(columns, field)
+        return {role: columns.get(role, role) for role in info.columns}
+    _check_positions(columns, field)
+    missing = [role for role in info.columns if role not in columns]
+    if missing:
+        example = ", ".join(f'"{role}": {i}' for i, role in enumerate(info.columns))
+        raise InvalidInput(f"a file without a header needs the 0-based position of every column of task "
+                           f"{info.kind}; missing {', '.join(missing)} (e.g. {{{example}}})", field=field)
+    return {role: columns[role] for role in info.columns}
+
+
+def _read_delimited(text: str, name: str, *, delimiter: str, quoting: int,
+                    positions: dict[int, str] | None = None) -> pa.Table:
+    if positions is not None:
+        return _read_headerless(text, name, delimiter=delimiter, quoting=quoting, positions=positions)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=False)
     try:
         header: list[str] | None = None
         columns: list[list[str]] = []
         row_number = 0
         for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
+            if _blank(fields):
+                continue
             if header is None:
                 header = [h.strip() for h in fields]
                 _check_header(header, name)
@@ -103,6 +196,40 @@ def _read_delimited(text: str, name: str, *, delimiter: str, quoting: int) -> pa
     if header is None:
         raise InvalidInput(f"{name}: the file is empty (a header row naming the columns is required)", field="file")
     return pa.table({h: pa.array(v, type=pa.string()) for h, v in zip(header, columns)})
+
+
+def _blank(fields: list[str]) -> bool:
+    return not fields or (len(fields) == 1 and not fields[0].strip())
+
+
+def _read_headerless(text: str, name: str, *, delimiter: str, quoting: int,
+                     positions: dict[int, str]) -> pa.Table:
+    """Every row is data; the fields at `positions` are kept (extra trailing fields ignored)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=False)
+    wanted = sorted(positions)
+    needed = wanted[-1] + 1
+    columns: list[list[str]] = [[] for _ in wanted]
+    try:
+        row_number = 0
+        for fields in reader:
+            if _blank(fields):
+                continue
+            row_number += 1
+            if len(fields) < needed:
+                short = next(p for p in wanted if p >= len(fields))
+                raise InvalidInput(f"row {row_number}: {len(fields)} fields, but column {short} "
+                                   f"({positions[short]}) needs at least {short + 1} (positions count from 0)",
+                                   field="file")
+            for values, pos in zip(columns, wanted):
+                values.append(fields[pos])
+    except csv.Error as exc:
+        raise InvalidInput(f"{name}: line {reader.line_num}: {exc}", field="file") from exc
+    schema = pa.schema([pa.field(str(p), pa.string()) for p in wanted], metadata={_HEADERLESS: b"true"})
+    return pa.table([pa.array(v, type=pa.string()) for v in columns], schema=schema)
+
+
+def _headerless(table: pa.Table) -> bool:
+    return bool(table.schema.metadata) and table.schema.metadata.get(_HEADERLESS) == b"true"
 
 
 def _check_header(header: list[str], name: str) -> None:
@@ -164,11 +291,6 @@ def _task(task: str | TaskInfo) -> TaskInfo:
     return TASKS[task]
 
 
-def _column_map(info: TaskInfo, columns: dict[str, str] | None) -> dict[str, str]:
-    columns = columns or {}
-    return {role: columns.get(role, role) for role in info.columns}
-
-
 def _text(value: Any, row: int, column: str, field_name: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise InvalidInput(f"row {row}, column {column!r}: empty (null) text", field=field_name)
@@ -205,18 +327,23 @@ def _label(value: Any, row: int, column: str, field_name: str) -> int:
     return int(number)
 
 
+def _key(column: Column) -> str:
+    """The table column holding `column` (a headerless file's columns are named by position)."""
+    return str(column)
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _validated(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | None,
+def _validated(table: pa.Table, task: str | TaskInfo, columns: Mapping[str, Column] | None,
                score_range: tuple[float, float], field_name: str) -> dict[str, list[Any]]:
     """Canonical role -> validated values (texts as str, score as raw float, label as int)."""
     info = _task(task)
-    mapping = _column_map(info, columns)
+    mapping = column_map(info, columns, header=not _headerless(table))
     present = list(table.column_names)
     for role, column in mapping.items():
-        if column not in present:
+        if _key(column) not in present:
             where = f" (mapped from role {role!r})" if column != role else ""
             raise InvalidInput(f"missing column {column!r}{where}; the file has columns: {', '.join(present)}",
                                field=f"data.columns.{role}")
@@ -225,7 +352,7 @@ def _validated(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | 
     low, high = float(score_range[0]), float(score_range[1])
     out: dict[str, list[Any]] = {}
     for role, column in mapping.items():
-        raw = table.column(column).to_pylist()
+        raw = table.column(_key(column)).to_pylist()
         if role == info.label_column and info.kind == "scored_pairs":
             values: list[Any] = []
             for i, v in enumerate(raw, start=1):
@@ -242,14 +369,15 @@ def _validated(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | 
     return out
 
 
-def check_rows(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | None = None,
+def check_rows(table: pa.Table, task: str | TaskInfo, columns: Mapping[str, Column] | None = None,
                score_range: tuple[float, float] = (0.0, 1.0), *, field: str = "file") -> TableReport:
     """Validate every row for `task`; raise InvalidInput naming the first bad row and column.
 
-    `columns` maps the task's roles to the file's column names (identity for roles not given); `field` is the
-    input named in errors about row contents.
+    `columns` maps the task's roles to the file's column names (identity for roles not given), or to positions
+    for a table read with ``header=False``; `field` is the input named in errors about row contents.
     """
-    values = _validated(table, task, columns, score_range, field)
+    info = _task(task)
+    values = _validated(table, info, columns, score_range, field)
     roles = list(values)
     seen: set[tuple[Any, ...]] = set()
     duplicates = 0
@@ -259,11 +387,13 @@ def check_rows(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | 
         else:
             seen.add(row)
     preview = table.slice(0, PREVIEW_ROWS).to_pylist()
+    mapping = column_map(info, columns, header=not _headerless(table))
+    names = {_key(column): role for role, column in mapping.items()}
     return TableReport(row_count=table.num_rows, columns=list(table.column_names), duplicate_rows=duplicates,
-                       preview=preview)
+                       preview=preview, roles={n: names[n] for n in table.column_names if n in names})
 
 
-def to_records(table: pa.Table, task: str | TaskInfo, columns: dict[str, str] | None = None,
+def to_records(table: pa.Table, task: str | TaskInfo, columns: Mapping[str, Column] | None = None,
                score_range: tuple[float, float] = (0.0, 1.0), *, field: str = "file") -> dict[str, list[Any]]:
     """Validated columns under their canonical role names, in the task's order; scores rescaled to 0..1."""
     info = _task(task)

@@ -28,7 +28,7 @@ from service.store.db import session_scope
 from service.core.score_range import parse_score_range
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.core.schemas import ColumnInfo, DatasetPublic, Page
-from service.core.tabular import check_rows, detect_format, read_table
+from service.core.tabular import Column, check_rows, column_map, detect_format, read_table
 from service.core.tasks import TASKS
 
 DATASET_ID = re.compile(r"^ds_[0-9a-f]{16}$")
@@ -40,9 +40,10 @@ _PREVIEW_TEXT = 500  # characters of a text value kept in a preview
 @dataclass(frozen=True)
 class UploadOptions:
     task: str
-    columns: dict[str, str] | None = None
+    columns: dict[str, Column] | None = None  # role -> column name, or 0-based position when header is False
     score_range: tuple[float, float] = DEFAULT_SCORE_RANGE
     format: str | None = None
+    header: bool = True  # False: a CSV / TSV without a header row, columns by position
 
 
 def dataset_id_for(sha256: str) -> str:
@@ -63,34 +64,44 @@ def storage_key(sha256: str, fmt: str) -> str:
 # ---------------------------------------------------------------- upload options
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
 def parse_options(task: str | None, columns: str | None, score_range: str | None,
-                  fmt: str | None = None) -> UploadOptions:
-    """Upload form fields (strings) -> UploadOptions; InvalidInput naming the field otherwise."""
+                  fmt: str | None = None, header: str | None = None) -> UploadOptions:
+    """Upload form fields (strings) -> UploadOptions; InvalidInput naming the field otherwise.
+
+    ``header`` is "true" (the default) or "false"; without a header, ``columns`` gives every role's 0-based
+    position ({"sentence1": 5, "sentence2": 6, "score": 4}), with one the column names.
+    """
     if not task:
         raise InvalidInput(f"task is required (one of {', '.join(TASKS)})", field="task")
     if task not in TASKS:
         raise InvalidInput(f"unknown task {task!r} (choose from {', '.join(TASKS)})", field="task")
-    info = TASKS[task]
-    mapping: dict[str, str] | None = None
+    has_header = True
+    if header:
+        if header.strip().lower() not in _TRUE + _FALSE:
+            raise InvalidInput(f"expected true or false, got {header!r}", field="header")
+        has_header = header.strip().lower() in _TRUE
+    mapping: dict[str, Column] | None = None
     if columns:
         try:
             mapping = json.loads(columns)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"not JSON: {exc.msg}", field="columns") from exc
-        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
-                                                    for k, v in mapping.items()):
-            raise InvalidInput('expected a JSON object mapping role to column, e.g. {"score": "label"}',
-                               field="columns")
-        for role in mapping:
-            if role not in info.columns:
-                raise InvalidInput(f"{role!r} is not a column of task {task} (expected {', '.join(info.columns)})",
-                                   field="columns")
+        if not isinstance(mapping, dict):
+            example = '{"sentence1": 5, "score": 4}' if not has_header else '{"score": "label"}'
+            raise InvalidInput(f"expected a JSON object mapping role to column, e.g. {example}", field="columns")
+    if mapping or not has_header:
+        column_map(task, mapping, header=has_header, field="columns")  # the same check as when reading
     low_high = DEFAULT_SCORE_RANGE
     if score_range:
         low_high = parse_score_range(score_range)
     if fmt:
         fmt = detect_format(Path("upload"), fmt)
-    return UploadOptions(task=task, columns=mapping, score_range=low_high, format=fmt or None)
+    return UploadOptions(task=task, columns=mapping or None, score_range=low_high, format=fmt or None,
+                         header=has_header)
 
 
 def clean_filename(name: str | None) -> str:
@@ -154,16 +165,15 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tu
     if spool.size == 0:
         raise InvalidInput("the file is empty", field="file")
     fmt = detect_format(Path(filename), opts.format)
-    table = read_table(spool.path, fmt)
     try:
+        table = read_table(spool.path, fmt, header=opts.header, columns=opts.columns)
         report = check_rows(table, opts.task, opts.columns, opts.score_range, field="file")
     except InvalidInput as exc:
-        if exc.field and exc.field.startswith("data.columns."):
-            raise InvalidInput(exc.message, field="columns." + exc.field.removeprefix("data.columns.")) from exc
+        where = exc.field or ""
+        if where == "data.columns" or where.startswith("data.columns."):  # the upload's field is `columns`
+            raise InvalidInput(exc.message, field=where.removeprefix("data.")) from exc
         raise
-    roles = {column: role for role, column in
-             {r: (opts.columns or {}).get(r, r) for r in TASKS[opts.task].columns}.items()}
-    columns = [{"name": f.name, "type": str(f.type), "role": roles.get(f.name)} for f in table.schema]
+    columns = [{"name": f.name, "type": str(f.type), "role": report.roles.get(f.name)} for f in table.schema]
     sha = spool.sha256
     dataset_id = dataset_id_for(sha)
     key = storage_key(sha, fmt)

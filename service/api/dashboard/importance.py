@@ -10,7 +10,6 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
 from service.core.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
 
@@ -85,6 +84,8 @@ def _evaluate(spec: dict[str, Any], direction: str, rows: list[Any]) -> dict[str
     study = optuna.create_study(direction=direction)
     study.add_trials(trials)
     try:
+        from optuna.importance import get_param_importances  # scikit-learn: only when asked
+
         scores = get_param_importances(study, evaluator=_evaluator(), normalize=True)
     except (RuntimeError, ValueError) as exc:  # e.g. every value identical
         return empty(f"importance could not be computed: {exc}", len(trials))
@@ -92,9 +93,11 @@ def _evaluate(spec: dict[str, Any], direction: str, rows: list[Any]) -> dict[str
             "n_trials_used": len(trials), "evaluator": EVALUATOR}
 
 
-def _evaluator() -> FanovaImportanceEvaluator:
+def _evaluator() -> optuna.importance.FanovaImportanceEvaluator:
     """fANOVA with a small forest: Optuna's default (64 trees, depth 64) took 108 s on 2,000 trials of the
     20,000-trial bench study; 8 trees of depth 6 take ~0.15 s on 1,000 and rank the params as 16 trees of depth 8."""
+    from optuna.importance import FanovaImportanceEvaluator
+
     return FanovaImportanceEvaluator(n_trees=8, max_depth=6, seed=0)
 
 
