@@ -1,17 +1,21 @@
 # syntax=docker/dockerfile:1
-# Two images from one file (docker-compose.yml builds both):
-#   docker build --target api    -t stsweep-api .      API, dashboard, `db upgrade`, `token create`: stsweep[server],
-#                                                       no torch
-#   docker build --target worker -t stsweep-worker .   trains trials on an NVIDIA GPU
+# Two images from one file (docker-compose.yml and deploy/kubernetes use both):
+#   docker build --target api    -t stsweep-api:0.1.0 .     API, dashboard, `db upgrade`, `token create`:
+#                                                            stsweep[server], no torch
+#   docker build --target worker -t stsweep-worker:0.1.0 .  trains trials on an NVIDIA GPU (or the CPU)
 #
 # Build arguments:
-#   TORCH_VERSION     the torch release the worker image installs first (before stsweep, so pip keeps it)
-#   CUDA_IMAGE        the worker's base. The torch wheel brings its own CUDA libraries (cuBLAS, cuDNN, ...), so
-#                     the small `base` flavour is enough; it only has to be an NVIDIA image whose CUDA version the
-#                     host driver supports.
+#   PYTHON_IMAGE      the base of both images: the Python the tests run on, on the Debian release they run on
+#   TORCH_VERSION     the torch release the worker image installs first (before stsweep, so pip keeps it). From
+#                     pip's default index it is the CUDA build, which brings its own CUDA libraries (cuBLAS,
+#                     cuDNN, NCCL, ... as nvidia-* wheels): the image needs no CUDA base, only the host's driver,
+#                     which the NVIDIA container runtime mounts in (see NVIDIA_* below).
+#
+# Both images run as the unprivileged user 10001:10001 (numeric, so Kubernetes' runAsNonRoot can check it) and
+# write only to /tmp, /home/stsweep and /var/lib/stsweep: mount those (a volume or an emptyDir) and the root
+# filesystem may be read-only.
 
-ARG PYTHON_IMAGE=python:3.11-slim
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG TORCH_VERSION=2.13.0
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -29,34 +33,36 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN python -m venv /opt/venv
 COPY --from=build /wheels /wheels
 RUN pip install "$(ls /wheels/*.whl)[server]" && rm -rf /wheels
-# One unprivileged user with the same uid in both images, so the shared artifact volume is writable by both.
-RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin stsweep \
+# The same uid and gid in both images, so a shared artifact volume is writable by both.
+RUN groupadd --gid 10001 stsweep \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin stsweep \
     && mkdir -p /var/lib/stsweep/artifacts /data \
-    && chown -R stsweep:stsweep /var/lib/stsweep
-USER stsweep
+    && chown -R 10001:10001 /var/lib/stsweep
+USER 10001:10001
 WORKDIR /home/stsweep
 EXPOSE 8000
 ENTRYPOINT ["stsweep"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 
 # --------------------------------------------------------------------------------------------------- worker
-FROM ${CUDA_IMAGE} AS worker
+FROM ${PYTHON_IMAGE} AS worker
 ARG TORCH_VERSION
-ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
-    HF_HOME=/var/lib/stsweep/hf-cache
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3.11 -m venv /opt/venv
-# From pip's default index: the CUDA build of torch.
-RUN pip install "torch==${TORCH_VERSION}"
+# NVIDIA_*: what the NVIDIA container runtime reads to hand GPUs and the driver's compute libraries to the
+# container (as the nvidia/cuda images set them). Kubernetes' device plugin overrides the device list with the
+# GPUs it allocated; the deployment's CPU overlay sets it to `void`.
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    HF_HOME=/var/lib/stsweep/hf-cache \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# From pip's default index: the CUDA build of torch (its own layer, cached while only stsweep changes).
+RUN python -m venv /opt/venv && pip install "torch==${TORCH_VERSION}"
 COPY --from=build /wheels /wheels
 RUN pip install "$(ls /wheels/*.whl)[worker]" && rm -rf /wheels
-RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin stsweep \
+RUN groupadd --gid 10001 stsweep \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin stsweep \
     && mkdir -p /var/lib/stsweep/artifacts /var/lib/stsweep/hf-cache /data \
-    && chown -R stsweep:stsweep /var/lib/stsweep
-USER stsweep
+    && chown -R 10001:10001 /var/lib/stsweep
+USER 10001:10001
 WORKDIR /home/stsweep
 ENTRYPOINT ["stsweep"]
 CMD ["worker", "--gpus", "all"]

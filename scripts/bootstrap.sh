@@ -14,6 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install -q "torch==2.13.0"
   fi
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  # compat: a plain .pth path entry (the default meta-path finder warns on every install)
+  .venv/bin/python -m pip install -q -e ".[$extras]" --config-settings editable_mode=compat
   touch "$stamp"
 fi

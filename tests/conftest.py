@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +57,19 @@ def empty_database() -> Iterator[str]:
     finally:
         optuna_bridge.storage.cache_clear()
         pg.drop_database(name)
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """An STSWEEP_HOME for tests that start the embedded PostgreSQL, outside pytest's 0700 temp tree: as root,
+    pgserver runs pg_ctl as its own `pgserver` user, which must reach the data folder (and a pytest run started
+    meanwhile resets that tree's mode)."""
+    folder = Path(tempfile.mkdtemp(prefix="stsweep-home-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

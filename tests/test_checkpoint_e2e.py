@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
     # Retention: only the top-1 final checkpoint is left; pruned trials and resume checkpoints left nothing.
     stored = sorted(p.relative_to(settings.artifact_root).as_posix()  # type: ignore[arg-type]
                     for p in Path(settings.artifact_root).rglob("*.tar"))  # type: ignore[arg-type]
-    assert stored == [f"studies/{study_id}/trials/{best['number']}/final.tar"]
+    # Keys are per attempt (lease): studies/<id>/trials/<n>/<lease hex>/final.tar.
+    assert len(stored) == 1 and re.fullmatch(rf"studies/{study_id}/trials/{best['number']}/[0-9a-f]{{32}}/final\.tar",
+                                             stored[0]), stored
     assert [t["has_checkpoint"] for t in trials.values()].count(True) == 1
     assert study["checkpoint_bytes"] == os.path.getsize(Path(settings.artifact_root) / stored[0])  # type: ignore[arg-type]
 

@@ -1,6 +1,7 @@
 """docker-compose.yml and the Dockerfile, checked without Docker: every stsweep command a service runs exists in
 the CLI (subcommands, options and their values), every STSWEEP_* variable is a real setting, and the
-deployment's wiring (migrate first, a scalable GPU worker, one artifact volume) is as documented."""
+deployment's wiring (migrate first, a scalable GPU worker, artifacts in the S3 service, pinned images) is as
+documented."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -52,7 +55,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def dockerfile_stages() -> dict[str, dict[str, Any]]:
-    """Each `FROM ... AS name` stage: its base and its ENTRYPOINT / CMD (JSON form) if it sets them."""
+    """Each `FROM ... AS name` stage: its base, RUN commands, ENV, USER and ENTRYPOINT / CMD (JSON form)."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
     stages: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
@@ -65,7 +68,13 @@ def dockerfile_stages() -> dict[str, dict[str, Any]]:
         if instruction == "FROM":
             m = re.fullmatch(r"(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", rest.strip(), re.IGNORECASE)
             assert m and m.group(2), f"every stage should be named: {line!r}"
-            current = stages[m.group(2)] = {"base": m.group(1)}
+            current = stages[m.group(2)] = {"base": m.group(1), "RUN": [], "ENV": {}, "USER": None}
+        elif instruction == "RUN" and current is not None:
+            current["RUN"].append(rest)
+        elif instruction == "ENV" and current is not None:
+            current["ENV"].update(dict(pair.split("=", 1) for pair in shlex.split(rest)))
+        elif instruction == "USER" and current is not None:
+            current["USER"] = rest.strip()
         elif instruction in ("ENTRYPOINT", "CMD") and current is not None:
             current[instruction] = yaml.safe_load(rest)  # the JSON (exec) form is a YAML flow list
             assert isinstance(current[instruction], list), f"{instruction} should use the exec form: {line!r}"
@@ -87,14 +96,12 @@ def test_dockerfile_has_api_and_worker_targets_running_stsweep() -> None:
         assert image_entrypoint(target) == ["stsweep"], target
         assert "CMD" in stages[target], target
         check_cli_args(stages[target]["CMD"], f"Dockerfile {target} CMD")
-    assert stages["worker"]["base"].replace("${CUDA_IMAGE}", cuda_image_default()).startswith("nvidia/cuda:")
-    text = DOCKERFILE.read_text(encoding="utf-8")
-    assert re.search(r"^USER\s+(?!root\b|0\b)\S+", text, re.MULTILINE), "the images should not run as root"
-
-
-def cuda_image_default() -> str:
-    m = re.search(r"^ARG\s+CUDA_IMAGE=(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
-    return m.group(1) if m else "${CUDA_IMAGE}"
+    runs = {target: " ".join(stages[target]["RUN"]) for target in ("api", "worker")}
+    assert "torch" not in runs["api"] and "[server]" in runs["api"], "the api image: stsweep[server], no torch"
+    # The CUDA build of torch (pip's default index), then stsweep[worker]; the NVIDIA runtime's driver libraries.
+    assert re.search(r'pip install "torch==\$\{TORCH_VERSION\}"', runs["worker"]) and "[worker]" in runs["worker"]
+    assert "--index-url" not in runs["worker"] and "+cpu" not in runs["worker"], "not the CPU build of torch"
+    assert "compute" in stages["worker"]["ENV"].get("NVIDIA_DRIVER_CAPABILITIES", "")
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
@@ -195,7 +202,7 @@ def test_database_url_points_at_the_postgres_service(services: dict[str, Any]) -
 
 
 def test_services_exist(services: dict[str, Any]) -> None:
-    assert {"postgres", "migrate", "api", "worker"} <= set(services)
+    assert {"postgres", "s3", "s3-init", "migrate", "api", "worker"} <= set(services)
 
 
 def test_postgres_has_a_volume_and_a_pg_isready_healthcheck(compose: dict[str, Any]) -> None:
@@ -239,16 +246,50 @@ def mounts_of(service: dict[str, Any]) -> list[Mount]:
     return out
 
 
-def test_api_and_worker_share_the_artifact_volume_at_the_artifact_root(compose: dict[str, Any]) -> None:
+def test_api_and_worker_keep_artifacts_in_the_s3_service(compose: dict[str, Any]) -> None:
+    """One bucket on the MinIO service, reached with its root keys, created before the API and workers start;
+    no artifact volume is shared (a worker on another host has only PostgreSQL and S3)."""
     services = compose["services"]
-    roots = {name: interpolate(environment(services[name])["STSWEEP_ARTIFACT_ROOT"]) for name in ("api", "worker")}
-    assert roots["api"] == roots["worker"] and roots["api"].startswith("/"), roots
-    sources = set()
+    s3 = services["s3"]
+    s3_env = {k: interpolate(v) for k, v in environment(s3).items()}
+    assert service_argv(s3)[:2] == ["server", "/data"] and "--address" not in service_argv(s3)  # the API on :9000
+    assert "mc ready local" in " ".join(s3["healthcheck"]["test"][1:])
+    assert {m.target: m.source for m in mounts_of(s3)}["/data"] in compose["volumes"]
+    init = services["s3-init"]
+    init_env = {k: interpolate(v) for k, v in environment(init).items()}
+    script = interpolate(" ".join(init["command"]))
+    assert 'mc mb --ignore-existing "stsweep/$S3_BUCKET"' in script and 'mc alias set stsweep "$S3_ENDPOINT_URL"' in script
+    assert init["depends_on"]["s3"]["condition"] == "service_healthy" and str(init.get("restart")) == "no"
     for name in ("api", "worker"):
-        at_root = [m for m in mounts_of(services[name]) if m.target == roots[name]]
-        assert len(at_root) == 1 and not at_root[0].read_only, f"{name}: no writable mount at {roots[name]}"
-        sources.add(at_root[0].source)
-    assert len(sources) == 1 and sources <= set(compose.get("volumes", {})), "one named volume for both"
+        env = {k: interpolate(v) for k, v in environment(services[name]).items()}
+        bucket, _, prefix = env["STSWEEP_ARTIFACT_ROOT"].removeprefix("s3://").partition("/")
+        assert env["STSWEEP_ARTIFACT_ROOT"].startswith("s3://") and prefix, name
+        assert bucket == init_env["S3_BUCKET"], name
+        endpoint = urlsplit(env["STSWEEP_S3_ENDPOINT_URL"])
+        assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "s3", 9000), name
+        assert env["STSWEEP_S3_ENDPOINT_URL"] == init_env["S3_ENDPOINT_URL"], name
+        assert (env["STSWEEP_S3_ACCESS_KEY_ID"], env["STSWEEP_S3_SECRET_ACCESS_KEY"]) == (
+            s3_env["MINIO_ROOT_USER"], s3_env["MINIO_ROOT_PASSWORD"]) == (
+            init_env["S3_ACCESS_KEY_ID"], init_env["S3_SECRET_ACCESS_KEY"]), name
+        assert len(s3_env["MINIO_ROOT_PASSWORD"]) >= 8, "MinIO refuses a root password under 8 characters"
+        assert services[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully", name
+        assert not [m for m in mounts_of(services[name]) if "artifacts" in m.target], name
+        settings = Settings(_env_file=None, **{k.removeprefix("STSWEEP_").lower(): v for k, v in env.items()
+                                               if k.startswith("STSWEEP_")})
+        assert settings.artifact_location() == env["STSWEEP_ARTIFACT_ROOT"], name
+
+
+def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
+    """A tag on every image, never `latest`; ours default to the project's version."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    for name, service in compose["services"].items():
+        image = interpolate(str(service["image"]))
+        repository, _, tag = image.rpartition("/")[2].partition(":")
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        if repository in ("stsweep-api", "stsweep-worker"):
+            assert tag == version, f"{name}: {image}"
+    assert re.fullmatch(r"postgres:\d+\.\d+", interpolate(compose["services"]["postgres"]["image"]))
+    assert re.fullmatch(r"(minio/minio|minio/mc):RELEASE\.[0-9T-]+Z", interpolate(compose["services"]["s3"]["image"]))
 
 
 def test_api_and_worker_see_the_data_root_at_the_same_path(services: dict[str, Any]) -> None:

@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_scripts_demo_from_a_clean_clone(tmp_path: Path) -> None:
+def test_scripts_demo_from_a_clean_clone(tmp_path: Path, embedded_home: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STSWEEP_", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(STSWEEP_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", COLUMNS="120")
+    env.update(STSWEEP_HOME=str(embedded_home), HF_HUB_OFFLINE="1", COLUMNS="120")
     r = subprocess.run(["./scripts/demo", "--trials", "1", "--max-train-samples", "48", "--every-n-examples", "48",
                         "--port", str(port), "-o", str(tmp_path / "model")],
                        cwd=clone, env=env, capture_output=True, text=True, timeout=1200)

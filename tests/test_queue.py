@@ -55,7 +55,7 @@ def test_lost_lease_refuses_old_writes_and_requeues_with_same_params(ctx: Contex
     study_id = _study(ctx, 1, 1, max_attempts=2)
     first, _ = queue.claim(ctx.sessions, None, 30)  # type: ignore[misc]
     queue.set_params(ctx.sessions, first.lease, {"learning_rate": 3e-5}, 7)
-    assert queue.report(ctx.sessions, first.lease, 256, 0.5)
+    assert queue.report(ctx.sessions, first.lease, 256, 0.5).new
 
     _backdate(ctx, first.lease.trial_id)
     reaped = reap_once(ctx)
@@ -73,7 +73,8 @@ def test_lost_lease_refuses_old_writes_and_requeues_with_same_params(ctx: Contex
     assert second.attempt == 2
     assert second.params == {"learning_rate": 3e-5} and second.optuna_trial_id == 7
     assert queue.reported_points(ctx.sessions, second.lease.trial_id) == {256}
-    assert not queue.report(ctx.sessions, second.lease, 256, 0.9), "an old point is not duplicated"
+    again = queue.report(ctx.sessions, second.lease, 256, 0.9)
+    assert not again.new and again.value == 0.5, "an old point is not duplicated and keeps its first value"
 
     _backdate(ctx, second.lease.trial_id)
     assert [(r.state) for r in reap_once(ctx)] == ["failed"]

@@ -74,7 +74,8 @@ def test_the_python_client_example_runs(live_server: str, token: str, data_root:
 
 
 @pytest.mark.slow
-def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path: Path) -> None:
+def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path: Path,
+                                                                       embedded_home: Path) -> None:
     """`stsweep demo` (what ./scripts/demo runs) with no STSWEEP_DATABASE_URL: embedded PostgreSQL, API,
     worker, upload, sweep, pull; the pulled folder loads and embeds."""
     import socket
@@ -83,7 +84,7 @@ def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STSWEEP_")}
-    env.update(STSWEEP_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", COLUMNS="120")
+    env.update(STSWEEP_HOME=str(embedded_home), HF_HUB_OFFLINE="1", COLUMNS="120")
     out = tmp_path / "model"
     stsweep = Path(sys.executable).with_name("stsweep")
     r = subprocess.run([str(stsweep), "demo", "--trials", "2", "--max-train-samples", "96", "--every-n-examples",
@@ -93,12 +94,12 @@ def test_the_demo_command_on_a_small_budget_with_the_embedded_database(tmp_path:
     assert "vs baseline" in r.stdout and "test split" in r.stdout
     assert_quiet(r.stdout + r.stderr)
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
-    assert (tmp_path / "home" / "pgdata").is_dir(), "the embedded database was used"
+    assert (embedded_home / "pgdata").is_dir(), "the embedded database was used"
     from sentence_transformers import SentenceTransformer
 
     embedding = SentenceTransformer(str(out)).encode(["a quick check"])
     assert embedding.shape == (1, 384)
-    assert not _postgres_running_in(tmp_path / "home" / "pgdata"), "the embedded server stopped with the demo"
+    assert not _postgres_running_in(embedded_home / "pgdata"), "the embedded server stopped with the demo"
 
 
 PGSERVER_NOISE = ("pgserver", "pg_ctl", "Running commandline", "with kwargs", "Successful postgres command")

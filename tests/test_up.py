@@ -19,13 +19,13 @@ from tests.test_readme import _postgres_running_in, assert_quiet
 pytestmark = pytest.mark.slow  # starts a worker process (imports torch)
 
 
-def test_up_serves_and_ctrl_c_stops_everything_quietly(tmp_path: Path) -> None:
+def test_up_serves_and_ctrl_c_stops_everything_quietly(embedded_home: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STSWEEP_")}
-    env.update(STSWEEP_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", COLUMNS="120", PYTHONUNBUFFERED="1")
-    log = tmp_path / "up.log"
+    env.update(STSWEEP_HOME=str(embedded_home), HF_HUB_OFFLINE="1", COLUMNS="120", PYTHONUNBUFFERED="1")
+    log = embedded_home / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen([str(Path(sys.executable).with_name("stsweep")), "up", "--port", str(port),
                                "--gpus", "none"], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -53,4 +53,4 @@ def test_up_serves_and_ctrl_c_stops_everything_quietly(tmp_path: Path) -> None:
     assert output.rstrip().endswith("stopped"), output[-2000:]
     assert "Traceback" not in output
     assert_quiet(output)
-    assert not _postgres_running_in(tmp_path / "home" / "pgdata"), "the embedded server stopped with `up`"
+    assert not _postgres_running_in(embedded_home / "pgdata"), "the embedded server stopped with `up`"

@@ -22,6 +22,11 @@ def worker_env(settings: Settings, **overrides: object) -> dict[str, str]:
         "CHECKPOINT_EVERY_SECONDS": settings.checkpoint_every_seconds,
         "SHUTDOWN_GRACE_SECONDS": settings.shutdown_grace_seconds,
         "FAILURE_STREAK_TO_PAUSE": settings.failure_streak_to_pause,
+        "REAPER_SECONDS": settings.reaper_seconds, "FAULT_RETRY_SECONDS": settings.fault_retry_seconds,
+        "RESTART_BACKOFF_MAX_SECONDS": settings.restart_backoff_max_seconds,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url, "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value()
+        if settings.s3_secret_access_key else None,
     }
     values.update({k.upper(): v for k, v in overrides.items()})
     env.update({f"STSWEEP_{k}": str(v) for k, v in values.items() if v is not None})

@@ -6,6 +6,7 @@ every worker) sees exactly the same rows.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import pyarrow as pa
 from datasets import Dataset
 
 from service.core.errors import InvalidInput
+from service.core.body_limits import hub_id_problem
 from service.core.spec import DataRef, DataSpec, StudySpec
+from service.core.limits import ReadLimits
 from service.core.tabular import read_table, to_records
 from service.core.tasks import TASKS, TaskInfo
 
@@ -32,18 +35,20 @@ class StudyData:
     test: Dataset | None = None
 
 
-def build_datasets(spec: StudySpec, resolve: Resolver) -> StudyData:
+def build_datasets(spec: StudySpec, resolve: Resolver, limits: ReadLimits | None = None) -> StudyData:
+    """`limits`: what each file may decode to (the worker passes its settings' `read_limits()`, the same
+    limits an upload was checked with; default: the settings' defaults)."""
     info = TASKS[spec.task]
     data = spec.data
     if data.split is not None:
-        source = load_ref(data.split.source, "data.split.source", info, data, resolve)
+        source = load_ref(data.split.source, "data.split.source", info, data, resolve, limits)
         train, eval_, test = split_records(source, data.split.eval_fraction, data.split.test_fraction,
                                            data.split.seed)
     else:
         assert data.train is not None and data.eval is not None
-        train = load_ref(data.train, "data.train", info, data, resolve)
-        eval_ = load_ref(data.eval, "data.eval", info, data, resolve)
-        test = load_ref(data.test, "data.test", info, data, resolve) if data.test is not None else None
+        train = load_ref(data.train, "data.train", info, data, resolve, limits)
+        eval_ = load_ref(data.eval, "data.eval", info, data, resolve, limits)
+        test = load_ref(data.test, "data.test", info, data, resolve, limits) if data.test is not None else None
     if data.max_train_samples is not None:
         train = subset(train, data.max_train_samples, data.seed)
     eval_subset = eval_ if spec.evaluation.max_eval_samples is None else subset(
@@ -53,7 +58,8 @@ def build_datasets(spec: StudySpec, resolve: Resolver) -> StudyData:
                      test=to_dataset(test, info) if test is not None and n_rows(test) else None)
 
 
-def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: Resolver) -> Records:
+def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: Resolver,
+             limits: ReadLimits | None = None) -> Records:
     """One referenced data set as validated canonical records (scores rescaled to 0..1). A file without a
     header (`header: false`) is read by the same reader as an upload, its roles by position (data.columns)."""
     if ref.hf is not None:
@@ -62,15 +68,25 @@ def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: 
         path = resolve(ref)
         if not Path(path).is_file():
             raise InvalidInput(f"{path} does not exist", field=f"{field}.{'path' if ref.path else 'dataset_id'}")
-        table = read_table(Path(path), header=ref.header, columns=data.columns)
+        table = read_table(Path(path), header=ref.header, columns=data.columns, limits=limits)
     return to_records(table, info, data.columns, data.score_range, field=field)
 
 
 def _load_hf(ref: DataRef, field: str) -> pa.Table:
+    """A hub dataset, and only that: the id is checked again here (the spec in the database is not trusted to
+    have passed submission), and a file or folder of that name on the worker is refused, since
+    `datasets.load_dataset` would read it instead of the hub."""
     import datasets
 
+    hf = ref.hf or ""
+    problem = hub_id_problem(hf) if hf else "a hub dataset id is required"
+    if problem is None and os.path.lexists(hf):
+        problem = (f"{hf!r} names a file or folder in the worker's working directory, which the datasets "
+                   "library would read instead of the hub; refusing it")
+    if problem is not None:
+        raise InvalidInput(problem, field=f"{field}.hf")
     try:
-        ds = datasets.load_dataset(ref.hf, ref.config, split=ref.split)
+        ds = datasets.load_dataset(hf, ref.config, split=ref.split)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is the user's input at fault here
         raise InvalidInput(f"could not load Hugging Face dataset {ref.hf!r} (config {ref.config!r}, split "
                            f"{ref.split!r}): {type(exc).__name__}: {exc}. Without network access, upload "

@@ -1,5 +1,11 @@
 """The loop's side of the trainer contract: intermediate values to our tables and to Optuna, progress,
-resumable checkpoints to the artifact store, and the reasons to stop early."""
+resumable checkpoints to the artifact store, and the reasons to stop early.
+
+Faults: an evaluation point waits for the database (the pruner's decision needs it), so training never runs
+ahead of what it could report; progress is best-effort and never waits; a resumable checkpoint the artifact
+store refuses (disk full, S3 down) past its retries is skipped, and the next one is tried when due. Every object
+is written under this attempt's own folder (`key_prefix`, per lease), and only those are ever deleted here.
+"""
 
 from __future__ import annotations
 
@@ -9,81 +15,120 @@ from pathlib import Path
 
 import optuna
 
-from service.store import queue
 from service.context import Context
 from service.core.errors import LeaseLost
+from service.store import optuna_bridge, queue
+from workers.faults import Faults, GaveUp
 from workers.heartbeat import Heartbeat
 from workers.signals import ShutdownSignals
 
 log = logging.getLogger("stsweep.worker")
 
 PROGRESS_EVERY_SECONDS = 1.0
+PROGRESS_DURING_OUTAGE_SECONDS = 10.0  # while the database is down, try progress writes this seldom
 
 
 class LoopHooks:
-    def __init__(self, ctx: Context, lease: queue.Lease, trial: optuna.trial.Trial, key_prefix: str,
-                 heartbeat: Heartbeat, signals: ShutdownSignals) -> None:
+    def __init__(self, ctx: Context, lease: queue.Lease, trial: optuna.trial.Trial, study: optuna.Study,
+                 key_prefix: str, heartbeat: Heartbeat, signals: ShutdownSignals, faults: Faults) -> None:
         self.ctx = ctx
         self.lease = lease
         self.trial = trial
+        self.study = study
         self.key_prefix = key_prefix
         self.heartbeat = heartbeat
         self.signals = signals
+        self.faults = faults
         self.started = time.monotonic()
         self.started_examples: int | None = None
         self.last_checkpoint = time.monotonic()
         self.last_progress = 0.0
         self.lost = False
+        self.cut_off = False  # asked to stop while waiting for the database
+        self.due_at: float | None = None  # when the last due checkpoint was asked for
 
     # -------------------------------------------------------------- TrialHooks
 
     def report(self, examples_seen: int, value: float) -> bool:
+        if self.lost:
+            return False
+        db, stop = self.faults.db, self.signals.requested
         try:
-            new = queue.report(self.ctx.sessions, self.lease, examples_seen, value)
+            stored = db.call("report", queue.report, self.ctx.sessions, self.lease, examples_seen, value, stop=stop)
+            # Optuna gets the value our table holds at that point (the first one reported there), so a resumed
+            # attempt, or a retry, never changes what the pruner compares.
+            db.call("Optuna report", optuna_bridge.report, self.study, self.trial._trial_id, examples_seen,
+                    stored.value, stop=stop)
+            return db.call("pruner", optuna_bridge.should_prune, self.study, self.trial._trial_id, stop=stop)
         except LeaseLost:
             self.lost = True
             return False
-        if new:
-            # A resumed attempt re-reaching an old point keeps the first value, in our tables and in Optuna.
-            self.trial.report(value, examples_seen)
-        return self.trial.should_prune()
+        except GaveUp:
+            self.cut_off = True  # shutting down during an outage: stop training, the lease will expire
+            return False
 
     def progress(self, examples_seen: int, planned_examples: int) -> None:
         now = time.monotonic()
         if self.started_examples is None:
             self.started_examples = examples_seen
-        if now - self.last_progress < PROGRESS_EVERY_SECONDS and examples_seen < planned_examples:
+        every = PROGRESS_DURING_OUTAGE_SECONDS if self.faults.database.down else PROGRESS_EVERY_SECONDS
+        if now - self.last_progress < every and examples_seen < planned_examples:
             return
         self.last_progress = now
         done = examples_seen - self.started_examples
         rate = done / (now - self.started) if done > 0 else None
         eta = (planned_examples - examples_seen) / rate if rate else None
         try:
-            queue.progress(self.ctx.sessions, self.lease, examples_seen, planned_examples, eta)
+            self.faults.db.once("progress", queue.progress, self.ctx.sessions, self.lease, examples_seen,
+                                planned_examples, eta)
         except LeaseLost:
             self.lost = True
 
     def checkpoint_due(self) -> bool:
-        return time.monotonic() - self.last_checkpoint >= self.ctx.settings.checkpoint_every_seconds
+        due = time.monotonic() - self.last_checkpoint >= self.ctx.settings.checkpoint_every_seconds
+        if due:
+            self.due_at = time.monotonic()  # the trainer saves its state next, then save_checkpoint uploads it
+        return due
 
     def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
         if self.lost:
             return
-        info = self.ctx.artifacts.put_dir(f"{self.key_prefix}/resume-{examples_seen}.tar", folder)
+        key = f"{self.key_prefix}/resume-{examples_seen}.tar"
+        started = time.monotonic()
+        deadline = started + self.ctx.settings.fault_retry_seconds
         try:
-            replaced = queue.record_resume_checkpoint(self.ctx.sessions, self.lease, info.key, info.sha256,
-                                                      examples_seen)
+            info = self.faults.store.call("resumable checkpoint", self.ctx.artifacts.put_dir, key, folder,
+                                          deadline=deadline, stop=self.signals.requested)
+        except GaveUp as exc:
+            log.warning("trial %s: resumable checkpoint at %d examples skipped (%s); the next one is tried when "
+                        "due", self.key_prefix, examples_seen, exc.reason)
+            self.last_checkpoint = time.monotonic()
+            return
+        try:
+            replaced = self.faults.db.call("record checkpoint", queue.record_resume_checkpoint, self.ctx.sessions,
+                                           self.lease, info.key, info.sha256, examples_seen,
+                                           stop=self.signals.requested)
         except LeaseLost:
             self.lost = True
-            self.ctx.artifacts.delete(info.key)
+            self._delete_own(info.key)  # never recorded: nobody else can know it
             return
-        if replaced:
-            self.ctx.artifacts.delete(replaced)
-        self.last_checkpoint = time.monotonic()
-        log.info("trial %s: resumable checkpoint at %d examples", self.key_prefix, examples_seen)
+        except GaveUp:
+            return  # maybe recorded, maybe not: the orphan collector decides from the row
+        if replaced and replaced.startswith(f"{self.key_prefix}/"):
+            self._delete_own(replaced)  # an earlier attempt's is left to the orphan collector
+        now = time.monotonic()
+        took = now - (self.due_at if self.due_at is not None else started)
+        self.due_at = None
+        self.last_checkpoint = now
+        log.info("trial %s: resumable checkpoint at %d examples (%.0f MiB, %.1f s)", self.key_prefix, examples_seen,
+                 info.size / 2**20, took)
+
+    def _delete_own(self, key: str) -> None:
+        assert key.startswith(f"{self.key_prefix}/"), key
+        self.faults.store.once("delete", self.ctx.artifacts.delete, key)
 
     def interrupted(self) -> bool:
-        return (self.lost or self.signals.requested.is_set() or self.heartbeat.lease_lost.is_set()
+        return (self.lost or self.cut_off or self.signals.requested.is_set() or self.heartbeat.lease_lost.is_set()
                 or self.heartbeat.study_stopped.is_set())
 
     @property

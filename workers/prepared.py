@@ -7,6 +7,7 @@ import logging
 
 from sentence_transformers import SentenceTransformer
 
+from service.core.limits import ReadLimits
 from service.core.spec import StudySpec
 from workers.data import Resolver, StudyData, build_datasets
 from workers.evaluation import Evaluator, build_evaluator, evaluate
@@ -19,12 +20,12 @@ class PreparedStudy:
     """Built once per (worker, study); every trial then starts from `fresh_model()` in a fraction of a second."""
 
     def __init__(self, spec: StudySpec, resolve: Resolver, device: str = "cpu",
-                 data: StudyData | None = None) -> None:
+                 data: StudyData | None = None, limits: ReadLimits | None = None) -> None:
         self.spec = spec
         self.device = device
         self.metric: str = spec.objective.metric or ""
         self.maximize = spec.objective.direction == "maximize"
-        self.data = data if data is not None else build_datasets(spec, resolve)
+        self.data = data if data is not None else build_datasets(spec, resolve, limits)
         # The pristine base model stays on the CPU and is never trained; trials get deep copies.
         self._base = SentenceTransformer(resolve_model(spec.base_model), device="cpu")
         self._base.eval()
@@ -73,7 +74,7 @@ class PreparedStudy:
         return self._baseline
 
 
-def prepare(spec: StudySpec, resolve: Resolver, device: str) -> PreparedStudy:
+def prepare(spec: StudySpec, resolve: Resolver, device: str, limits: ReadLimits | None = None) -> PreparedStudy:
     log.info("preparing study %s on %s", spec.name, device)
-    return PreparedStudy(spec, resolve, device)
+    return PreparedStudy(spec, resolve, device, limits=limits)
 

@@ -53,22 +53,32 @@ def _serve(request: Request, ctx: Context, ckpt: Checkpoint) -> Response:
     return StreamingResponse(body, status_code=code, headers=headers, media_type=_TAR)
 
 
-_TAR_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {_TAR: {}}}, 206: {"content": {_TAR: {}}},
-                                                    416: {"description": "Range not satisfiable"}}
+# The body's media type; 206, 416 and the error statuses are added with every other route's (service/api/openapi.py).
+_TAR_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {_TAR: {}}}}
+# The headers _serve reads from the request (documented: clients, and the fuzz test, send them).
+_RANGE_HEADERS: dict[str, Any] = {"parameters": [
+    {"name": "Range", "in": "header", "required": False,
+     "schema": {"type": "string", "pattern": "^bytes=[0-9]*-[0-9]*$"},
+     "description": "One byte range, `bytes=START-[END]` or `bytes=-SUFFIX`: 206 with that part, 416 when it "
+                    "does not overlap the tar. A malformed or multi-range header is ignored (200, the whole tar)."},
+    {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "The ETag of an earlier answer: the range is served only while the tar is the same one."},
+]}
 
 
-@router.head("/{study_id}/best-checkpoint", operation_id="head_best_checkpoint", response_class=Response)
+@router.head("/{study_id}/best-checkpoint", operation_id="head_best_checkpoint", response_class=Response,
+             openapi_extra=_RANGE_HEADERS)
 @router.get("/{study_id}/best-checkpoint", operation_id="download_best_checkpoint",
-            response_class=StreamingResponse, responses=_TAR_RESPONSES)
+            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS)
 def download_best_checkpoint(study_id: StudyId, request: Request, ctx: ContextDep, _token: TokenDep) -> Response:
     """The best complete trial's final model folder as an uncompressed tar (resumable with Range)."""
     return _serve(request, ctx, checkpoints.best_checkpoint(ctx.sessions, study_id))
 
 
 @router.head("/{study_id}/trials/{number}/checkpoint", operation_id="head_trial_checkpoint",
-             response_class=Response)
+             response_class=Response, openapi_extra=_RANGE_HEADERS)
 @router.get("/{study_id}/trials/{number}/checkpoint", operation_id="download_trial_checkpoint",
-            response_class=StreamingResponse, responses=_TAR_RESPONSES)
+            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS)
 def download_trial_checkpoint(study_id: StudyId, number: TrialNumber, request: Request, ctx: ContextDep,
                               _token: TokenDep) -> Response:
     """A finished trial's final checkpoint, while it still has one (404 otherwise, saying why)."""

@@ -155,8 +155,10 @@ async def upload_dataset(
                                                     "row, `columns` by 0-based position")] = None,
 ) -> DatasetPublic:
     """Upload a data set; it is parsed and checked for `task` before it is kept. 201 when new; 200 with the
-    existing data set when the same bytes were uploaded before (same id, one copy). 413 past the size limit,
-    422 naming the row and column at fault; a refused upload leaves nothing behind."""
+    existing data set when the same bytes were uploaded before (same id, one copy). 413 past the size limit or
+    past the data file limits on rows and decoded size (README, "Data files"), 422 naming the limit or the row
+    and column at fault (a cell too large, a column too many, nesting, text that is not text); a refused upload
+    leaves nothing behind."""
     limit = ctx.settings.max_upload_bytes
     _check_declared_length(request, limit)
     query = {"task": task, "columns": columns, "score_range": score_range, "format": format_, "header": header}

@@ -12,7 +12,7 @@ from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.data_refs import check_refs
 from service.core.errors import InvalidInput, NotFound
 from service.core.schemas import Page, StudyPublic, TrialPublic
-from service.core.spec import StudySpec
+from service.core.spec import StudySpec, check_grid_size
 from service.core.states import StudyStatus, TrialState
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -43,6 +43,7 @@ def create_study(
     """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study."""
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput("must not be empty (leave the header out instead)", field="Idempotency-Key")
+    check_grid_size(spec, ctx.settings.max_grid_size)  # counted; the grid is built only by the Optuna study
     if idempotency_key is not None:
         existing = studies.find_idempotent(ctx.sessions, idempotency_key, studies.request_hash(spec))
         if existing is not None:

@@ -151,6 +151,11 @@ class LocalArtifactStore(ArtifactStore):
             raise StorageError(f"cannot delete artifact {key!r}: {exc}") from exc
         self._prune(path.parent)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        folder = self._folder(prefix)
+        with storage_errors(f"listing {prefix!r}"):
+            return sorted(path.relative_to(self.root).as_posix() for path in self._files(folder))
+
     def delete_prefix(self, prefix: str) -> int:
         if not validate_prefix(prefix):
             raise StorageError("refusing to delete the whole artifact store")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.artifacts.archive import build_tar
@@ -46,6 +47,8 @@ def _s3_errors(what: str) -> Iterator[None]:
         raise StorageError(f"S3 error on {what}: {exc}") from exc
     except BotoCoreError as exc:
         raise StorageError(f"S3 unavailable for {what}: {exc}") from exc
+    except Boto3Error as exc:  # S3UploadFailedError: boto3's wrapper of a ClientError during a managed upload
+        raise StorageError(f"S3 upload failed for {what}: {exc}") from exc
 
 
 class _Body:
@@ -158,6 +161,10 @@ class S3ArtifactStore(ArtifactStore):
         with _s3_errors(f"s3://{self.bucket}/{folder}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
                 yield from page.get("Contents", [])
+
+    def list_keys(self, prefix: str) -> list[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(obj["Key"][strip:] for obj in self._list(prefix))
 
     def delete_prefix(self, prefix: str) -> int:
         if not validate_prefix(prefix):

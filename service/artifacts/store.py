@@ -175,6 +175,11 @@ class ArtifactStore(ABC):
         """Remove one object; no error if it is already gone."""
 
     @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys of the published objects under the folder ``prefix`` (temporary files and unfinished uploads
+        are not objects), sorted."""
+
+    @abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under the folder ``prefix`` (not a bare string prefix); returns how many."""
 

@@ -18,6 +18,7 @@ import typer
 
 from service.cli.common import fail, load_settings
 from service.cli.extras import require_extra
+from service.cli.slurm_commands import slurm_app
 from service.cli.worker_command import worker
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(slurm_app, name="slurm")
 app.command()(worker)
 
 

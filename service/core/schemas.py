@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -104,6 +104,9 @@ class WorkerPublic(BaseModel):
     heartbeat_age_seconds: float
     trials_done: int
     started_at: datetime
+    scheduler: str | None = Field(default=None, description="the batch scheduler it runs under ('slurm'), if any")
+    scheduler_job: str | None = Field(default=None, description="its SLURM array job id (or job id)")
+    scheduler_task: str | None = Field(default=None, description="its SLURM array task id")
 
 
 class ColumnInfo(BaseModel):
@@ -135,3 +138,29 @@ class TokenPublic(BaseModel):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+class ErrorDetail(BaseModel):
+    """One input at fault: the field (dotted path, or a header / parameter name) and what is wrong with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="machine-readable kind, e.g. invalid_input, not_found, conflict, unauthorized")
+    message: str = Field(description="what went wrong, for a person; a 422 starts with the field at fault")
+    field: str | None = Field(default=None, description="the input at fault, when one is (left out otherwise)")
+    details: list[ErrorDetail] | None = Field(default=None, description="every input at fault (422s)")
+
+
+class ErrorBody(BaseModel):
+    """The one JSON shape of every 4xx and 5xx answer (service/api/errors.py and the request guard)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorInfo

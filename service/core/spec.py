@@ -1,6 +1,8 @@
 """The study definition: what a client posts (JSON) or writes (YAML), validated before anything is stored.
 
-Every error names its field (pydantic's `loc`), so a 422 says e.g. `search_space.learning_rate.low`.
+Every error names its field (pydantic's `loc`), so a 422 says e.g. `search_space.learning_rate.low`. The
+limits (lengths, seeds, depth, grid size, hub ids) are core/body_limits.py's; this module applies them to every
+value.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from service.core import body_limits
+from service.core.errors import InvalidInput
 from service.core.tasks import TASKS, TaskKind
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -28,6 +34,20 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Every seed (sampler, training, data split, train subset) is a 32-bit unsigned integer.
+Seed = Annotated[int, Field(ge=0, lt=body_limits.SEED_LIMIT)]
+
+
+def _refuse(problems: list[body_limits.Problem], title: str = "StudySpec") -> ValidationError:
+    """Problems as a pydantic ValidationError with their exact locations (pydantic prefixes the enclosing
+    fields when raised inside a nested model's validator)."""
+    return ValidationError.from_exception_data(title, [
+        {"type": PydanticCustomError("invalid_value", "{reason}", {"reason": p.message}), "loc": p.location,
+         "input": None}
+        for p in problems
+    ])
 
 
 # ---------------------------------------------------------------- distributions
@@ -76,7 +96,7 @@ Scalar = Union[bool, int, float, str]
 
 class CategoricalDistribution(_Strict):
     distribution: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar] = Field(min_length=1, max_length=body_limits.MAX_CHOICES)
 
     @field_validator("choices")
     @classmethod
@@ -104,7 +124,8 @@ Param = Annotated[
 
 
 def candidate_values(param: Param) -> list[Any] | None:
-    """Every value a parameter can take when that is a finite list (fixed, categorical, stepped int)."""
+    """Every value a parameter can take when that is a finite list (fixed, categorical, stepped int).
+    Builds the list: call it only once the count is known to be small (value_count, grid checks)."""
     if isinstance(param, CategoricalDistribution):
         return list(param.choices)
     if isinstance(param, IntDistribution) and not param.log:
@@ -114,6 +135,62 @@ def candidate_values(param: Param) -> list[Any] | None:
     if isinstance(param, IntDistribution):
         return None
     return [param]
+
+
+def value_count(param: Param) -> int | None:
+    """How many values candidate_values would list, computed without listing them (None: not finite)."""
+    if isinstance(param, CategoricalDistribution):
+        return len(param.choices)
+    if isinstance(param, IntDistribution):
+        return None if param.log else (param.high - param.low) // param.step + 1
+    if isinstance(param, FloatDistribution):
+        return None
+    return 1
+
+
+def names_of(field: str, param: Param) -> list[Any]:
+    """The values of a parameter that takes one of a fixed set of names (scheduler, optimizer, loss): a fixed
+    value or a categorical distribution. A numeric range is refused before any list is built."""
+    if isinstance(param, (FloatDistribution, IntDistribution)):
+        raise ValueError(f"{field}: takes one of a fixed set of names; give a name or a categorical distribution "
+                         f"of names, not a range ({param.distribution} distribution)")
+    values = candidate_values(param)
+    assert values is not None
+    return values
+
+
+def enqueued_problem(param: Param, value: Any) -> str | None:
+    """Why an enqueued value is not one the parameter's distribution can take, or None."""
+    if isinstance(param, CategoricalDistribution):
+        if any(_same_choice(value, choice) for choice in param.choices):
+            return None
+        shown = ", ".join(repr(c) for c in param.choices[:10]) + (", ..." if len(param.choices) > 10 else "")
+        return f"{value!r} is not among the choices ({shown})"
+    if not isinstance(param, (FloatDistribution, IntDistribution)):
+        return "is not searched"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} is not a number ({param.distribution} distribution)"
+    if isinstance(param, IntDistribution) and not isinstance(value, int):
+        return f"{value!r} is not a whole number (int distribution)"
+    if not param.low <= value <= param.high:
+        return f"{value!r} is outside the range [{param.low}, {param.high}]"
+    step = param.step
+    if isinstance(param, IntDistribution) and (value - param.low) % param.step:
+        return f"{value!r} is not on the grid {param.low} + k * {step}"
+    if isinstance(param, FloatDistribution) and step is not None:
+        k = (value - param.low) / step
+        if abs(k - round(k)) > 1e-8:
+            return f"{value!r} is not on the grid {param.low} + k * {step}"
+    return None
+
+
+def _same_choice(value: Any, choice: Any) -> bool:
+    """Equal and of the same kind: True is not 1, and "1" is not 1 (Optuna would confuse them)."""
+    if isinstance(value, bool) or isinstance(choice, bool):
+        return isinstance(value, bool) and isinstance(choice, bool) and value == choice
+    if isinstance(value, str) or isinstance(choice, str):
+        return isinstance(value, str) and isinstance(choice, str) and value == choice
+    return bool(value == choice)
 
 
 def bounds(param: Param) -> tuple[float, float] | None:
@@ -184,8 +261,8 @@ class SearchSpace(BaseModel):
                 continue
             _check_numeric(name, param, low, high, kind)
         for name, (_default, allowed) in CATEGORICAL_HYPERPARAMETERS.items():
-            values = candidate_values(getattr(self, name))
-            if values is None or any(v not in allowed for v in values):
+            values = names_of(name, getattr(self, name))
+            if any(not isinstance(v, str) or v not in allowed for v in values):
                 raise ValueError(f"{name}: each value must be one of {', '.join(allowed)}")
         return self
 
@@ -234,6 +311,14 @@ class DataRef(_Strict):
     split: str | None = None
     header: bool = True
 
+    @field_validator("hf")
+    @classmethod
+    def _hub_id(cls, hf: str | None) -> str | None:
+        problem = None if hf is None else body_limits.hub_id_problem(hf)
+        if problem is not None:
+            raise ValueError(problem)
+        return hf
+
     @model_validator(mode="after")
     def _one_source(self) -> DataRef:
         given = [k for k in ("path", "dataset_id", "hf") if getattr(self, k)]
@@ -243,6 +328,9 @@ class DataRef(_Strict):
             p = PurePosixPath(self.path.replace("\\", "/"))
             if p.is_absolute() or ".." in p.parts or not p.parts:
                 raise ValueError("path: must be relative to STSWEEP_DATA_ROOT and may not contain '..'")
+            if any(len(part.encode("utf-8", "surrogatepass")) > body_limits.MAX_PATH_PART_BYTES for part in p.parts):
+                raise ValueError(f"path: each folder or file name in it is at most {body_limits.MAX_PATH_PART_BYTES} "
+                                 "bytes (UTF-8)")
             if p.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
                 raise ValueError("path: must end in .csv, .tsv, .jsonl or .parquet")
             if not self.header and p.suffix.lower() not in (".csv", ".tsv"):
@@ -264,7 +352,7 @@ class SplitSpec(_Strict):
     source: DataRef
     eval_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.0, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _leaves_train(self) -> SplitSpec:
@@ -282,7 +370,7 @@ class DataSpec(_Strict):
     columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(ge=0)]]] = Field(default_factory=dict)
     score_range: tuple[float, float] = (0.0, 1.0)
     max_train_samples: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: Seed = 0  # seeds the train subset
 
     @model_validator(mode="after")
     def _sources(self) -> DataSpec:
@@ -333,7 +421,7 @@ class Objective(_Strict):
 
 class SamplerSpec(_Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int | None = None
+    seed: Seed | None = None
     n_startup_trials: int | None = Field(default=None, ge=0)
     multivariate: bool = True
     constant_liar: bool = True
@@ -381,8 +469,8 @@ class BudgetSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$")
-    base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1, max_length=500)
+    name: str = Field(min_length=1, max_length=body_limits.MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$")
+    base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1, max_length=body_limits.MAX_BASE_MODEL_LENGTH)
     task: TaskKind
     data: DataSpec
     objective: Objective = Field(default_factory=Objective)
@@ -393,10 +481,19 @@ class StudySpec(_Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     max_attempts: int = Field(default=3, ge=1, le=100)
     keep_top_k: int = Field(default=3, ge=1, le=10_000)
-    seed: int = 42
-    description: str | None = Field(default=None, max_length=10_000)
+    seed: Seed = 42  # the training seed
+    description: str | None = Field(default=None, max_length=body_limits.MAX_DESCRIPTION_LENGTH)
     # Configurations to try first (Optuna's enqueue_trial), e.g. a known-good baseline recipe.
     enqueue_trials: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_values(cls, data: Any) -> Any:
+        """Before any field is built: every string, key and number of the body, wherever it is (body_limits.py)."""
+        problems = body_limits.value_problems(data)
+        if problems:
+            raise _refuse(problems)
+        return data
 
     @model_validator(mode="after")
     def _fit_task(self) -> StudySpec:
@@ -415,9 +512,7 @@ class StudySpec(_Strict):
         # Loss: default to the task's first; every candidate must fit the task.
         if self.search_space.loss is None:
             self.search_space.loss = task.losses[0].name
-        losses = candidate_values(self.search_space.loss)
-        if losses is None:
-            raise ValueError("search_space.loss must be a loss name or a categorical choice of names")
+        losses = names_of("search_space.loss", self.search_space.loss)
         for name in losses:
             if task.loss(str(name)) is None:
                 raise ValueError(f"search_space.loss: {name!r} does not fit task {self.task} "
@@ -439,31 +534,47 @@ class StudySpec(_Strict):
         if self.objective.metric not in task.metrics:
             raise ValueError(f"objective.metric: {self.objective.metric!r} is not reported for task "
                              f"{self.task} (choose from {', '.join(task.metrics)})")
-        if self.sampler.name == "grid":
-            self.grid()  # raises when a parameter has no finite set of values
+        if self.sampler.name == "grid":  # counted, not built: raises when a parameter has no finite set of values
+            problem = body_limits.grid_size_problem(self.grid_counts(), body_limits.MAX_GRID_SIZE_CEILING,
+                                               "the largest STSWEEP_MAX_GRID_SIZE allowed")
+            if problem is not None:
+                raise ValueError(f"search_space: {problem}")
         self._check_enqueued()
         return self
 
-    def _check_enqueued(self) -> None:
-        searched = (FloatDistribution, IntDistribution, CategoricalDistribution)
-        names = {n for n, p in self.search_space.params().items() if isinstance(p, searched)}
+    def searched(self) -> dict[str, Param]:
+        """The searched parameters by the name Optuna knows them by (loss parameters as "<Loss>.<param>")."""
+        kinds = (FloatDistribution, IntDistribution, CategoricalDistribution)
+        found = {n: p for n, p in self.search_space.params().items() if isinstance(p, kinds)}
         for loss_name, params in self.search_space.loss_params.items():
-            names |= {f"{loss_name}.{n}" for n, p in params.items() if isinstance(p, searched)}
+            found |= {f"{loss_name}.{n}": p for n, p in params.items() if isinstance(p, kinds)}
+        return found
+
+    def _check_enqueued(self) -> None:
+        searched = self.searched()
+        problems: list[body_limits.Problem] = []
         for i, trial in enumerate(self.enqueue_trials):
-            for name in trial:
-                if name not in names:
-                    raise ValueError(f"enqueue_trials.{i}: {name!r} is not a searched hyperparameter "
-                                     f"(searched: {', '.join(sorted(names)) or 'none'})")
+            for name, value in trial.items():
+                param = searched.get(name)
+                if param is None:
+                    problem: str | None = (f"{name!r} is not a searched hyperparameter (searched: "
+                                           f"{', '.join(sorted(searched)) or 'none'})")
+                else:
+                    problem = enqueued_problem(param, value)
+                if problem is not None:
+                    problems.append(body_limits.Problem(("enqueue_trials", i, name), problem))
+        if problems:
+            raise _refuse(problems[:20])
 
     # -------------------------------------------------------------- derived
 
     def smallest_batch_size(self) -> int:
-        values = candidate_values(self.search_space.per_device_train_batch_size)
-        if values is None:
-            b = bounds(self.search_space.per_device_train_batch_size)
-            assert b is not None
-            return int(b[0])
-        return int(min(values))
+        param = self.search_space.per_device_train_batch_size
+        if isinstance(param, (FloatDistribution, IntDistribution)):
+            return int(param.low)
+        if isinstance(param, CategoricalDistribution):
+            return int(min(param.choices))  # type: ignore[type-var]  # numbers: checked by _check_ranges
+        return int(param)
 
     def eval_every_examples(self) -> int:
         """Examples between evaluations: fixed for the whole study so every trial reports at the same steps."""
@@ -474,21 +585,43 @@ class StudySpec(_Strict):
             return ev.every_n_steps * self.smallest_batch_size()
         return 1000
 
-    def grid(self) -> dict[str, list[Any]]:
-        """The grid for the grid sampler: every searched parameter must have a finite set of values."""
-        grid: dict[str, list[Any]] = {}
+    def grid_counts(self) -> dict[str, int]:
+        """How many values each searched parameter has on the grid, counted without listing them: every
+        searched parameter must have a finite set of values."""
+        counts: dict[str, int] = {}
         for name, param in self.search_space.params().items():
             if isinstance(param, (FloatDistribution, IntDistribution, CategoricalDistribution)):
-                values = candidate_values(param)
-                if values is None:
-                    raise ValueError(f"search_space.{name}: the grid sampler needs choices or an int range")
-                grid[name] = values
+                count = value_count(param)
+                if count is None:
+                    raise ValueError(f"search_space.{name}: the grid sampler needs choices or an int range "
+                                     "(without log)")
+                counts[name] = count
         for loss_name, params in self.search_space.loss_params.items():
             for pname, param in params.items():
                 if isinstance(param, (FloatDistribution, IntDistribution, CategoricalDistribution)):
                     raise ValueError(f"search_space.loss_params.{loss_name}.{pname}: the grid sampler "
                                      "cannot search loss parameters; fix them")
-        return grid
+        return counts
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid for the grid sampler, built only once its size is known to be under the ceiling."""
+        problem = body_limits.grid_size_problem(self.grid_counts(), body_limits.MAX_GRID_SIZE_CEILING)
+        if problem is not None:
+            raise InvalidInput(problem, field="search_space")
+        searched = self.search_space.params().items()
+        return {name: values for name, param in searched
+                if isinstance(param, (FloatDistribution, IntDistribution, CategoricalDistribution))
+                and (values := candidate_values(param)) is not None}
+
+
+def check_grid_size(spec: StudySpec, cap: int) -> None:
+    """A grid study's combinations against the server's cap (STSWEEP_MAX_GRID_SIZE), before anything is built.
+    The model itself enforces only body_limits.MAX_GRID_SIZE_CEILING: it cannot read settings."""
+    if spec.sampler.name != "grid":
+        return
+    problem = body_limits.grid_size_problem(spec.grid_counts(), cap)
+    if problem is not None:
+        raise InvalidInput(problem, field="search_space")
 
 
 # ---------------------------------------------------------------- error messages

@@ -11,7 +11,11 @@ valid file is. Requirements on files:
   row with fewer fields than the header (or too few for a position) is an error.
 - JSONL (``.jsonl``, or ``.json`` holding one object per line or a JSON array of objects): every row is an object;
   its keys are the column names (a key missing from a row is null).
-- Parquet: read as is.
+- Parquet: read as is (its metadata checked first, then batch by batch: core/read_parquet.py).
+
+Every file is read against a `ReadLimits` (rows, decoded bytes, columns, bytes per cell and per line, JSON
+nesting) and every text value and column name must be text: no NUL, no lone UTF-16 surrogate, valid UTF-8
+(core/limits.py; the streaming readers are core/read_text.py and core/read_parquet.py).
 
 Row numbers in messages are 1-based data rows (the header of a CSV/TSV is not counted). A column in messages is
 its name in quotes (``column 'score'``) or, in a file without a header, its bare position (``column 4``).
@@ -24,8 +28,6 @@ one against the other; a mismatch is an InvalidInput naming ``data.columns``.
 from __future__ import annotations
 
 import csv
-import io
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,15 +35,17 @@ from pathlib import Path
 from typing import Any, Union
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from service.core.errors import InvalidInput
+from service.core.limits import DEFAULT_LIMITS, Budget, ReadLimits
+from service.core.read_parquet import read_parquet
+from service.core.read_text import HEADERLESS_KEY, read_delimited, read_json_rows
 from service.core.tasks import TASKS, TaskInfo
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 PREVIEW_ROWS = 5
-_HEADERLESS = b"stsweep.headerless"  # schema metadata key marking a table read with header=False
+_HEADERLESS = HEADERLESS_KEY  # schema metadata key marking a table read with header=False
 
 Column = Union[str, int]  # a column name, or a 0-based position in a file without a header
 
@@ -73,12 +77,17 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def read_table(path: Path, fmt: str | None = None, *, header: bool = True,
-               columns: Mapping[str, Column] | None = None) -> pa.Table:
+               columns: Mapping[str, Column] | None = None, limits: ReadLimits | None = None) -> pa.Table:
     """Read a data file into a pyarrow Table. CSV/TSV values are strings; JSONL and Parquet keep their types.
 
     ``header=False`` (CSV and TSV only): the file has no header row and ``columns`` gives each role's 0-based
     position; the table holds just those fields, as columns named by position. With a header, ``columns`` is
     not needed to read (check_rows / to_records map it) but a position in it is refused here already.
+
+    ``limits`` (default: the settings' defaults) bound what the file may decode to (core/limits.py): the file
+    is streamed and refused at the first limit it passes (PayloadTooLarge for its rows or decoded size,
+    InvalidInput naming the row and column for a cell, a line, a column count, nesting or text that is not
+    text), before it is held whole.
     """
     path = Path(path)
     kind = detect_format(path, fmt)
@@ -86,19 +95,15 @@ def read_table(path: Path, fmt: str | None = None, *, header: bool = True,
     if not header and kind not in ("csv", "tsv"):
         raise InvalidInput(f"{path.name}: header=false applies to CSV and TSV files only (a {kind} file names "
                            f"its columns)", field="header")
+    limits = limits or DEFAULT_LIMITS
+    budget = Budget(limits, path.stat().st_size)
     if kind == "parquet":
-        try:
-            return pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(f"{path.name}: not a readable Parquet file ({exc})", field="file") from exc
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path.name}: not UTF-8 text (byte {exc.start})", field="file") from exc
+        return read_parquet(path, path.name, limits, budget)
     if kind == "jsonl":
-        return _read_json_rows(text, path.name)
-    return _read_delimited(text, path.name, delimiter="\t" if kind == "tsv" else ",",
-                           quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL, positions=positions)
+        return read_json_rows(path, path.name, limits, budget)
+    return read_delimited(path, path.name, delimiter="\t" if kind == "tsv" else ",",
+                          quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL, positions=positions,
+                          limits=limits, budget=budget)
 
 
 def _positions(columns: Mapping[str, Column] | None, header: bool) -> dict[int, str] | None:
@@ -168,116 +173,8 @@ def column_map(task: str | TaskInfo, columns: Mapping[str, Column] | None = None
     return {role: columns[role] for role in info.columns}
 
 
-def _read_delimited(text: str, name: str, *, delimiter: str, quoting: int,
-                    positions: dict[int, str] | None = None) -> pa.Table:
-    if positions is not None:
-        return _read_headerless(text, name, delimiter=delimiter, quoting=quoting, positions=positions)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=False)
-    try:
-        header: list[str] | None = None
-        columns: list[list[str]] = []
-        row_number = 0
-        for fields in reader:
-            if _blank(fields):
-                continue
-            if header is None:
-                header = [h.strip() for h in fields]
-                _check_header(header, name)
-                columns = [[] for _ in header]
-                continue
-            row_number += 1
-            if len(fields) < len(header):
-                raise InvalidInput(f"row {row_number}: {len(fields)} fields, but the header names {len(header)} "
-                                   f"columns ({', '.join(header)})", field="file")
-            for values, value in zip(columns, fields):
-                values.append(value)
-    except csv.Error as exc:
-        raise InvalidInput(f"{name}: line {reader.line_num}: {exc}", field="file") from exc
-    if header is None:
-        raise InvalidInput(f"{name}: the file is empty (a header row naming the columns is required)", field="file")
-    return pa.table({h: pa.array(v, type=pa.string()) for h, v in zip(header, columns)})
-
-
-def _blank(fields: list[str]) -> bool:
-    return not fields or (len(fields) == 1 and not fields[0].strip())
-
-
-def _read_headerless(text: str, name: str, *, delimiter: str, quoting: int,
-                     positions: dict[int, str]) -> pa.Table:
-    """Every row is data; the fields at `positions` are kept (extra trailing fields ignored)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=False)
-    wanted = sorted(positions)
-    needed = wanted[-1] + 1
-    columns: list[list[str]] = [[] for _ in wanted]
-    try:
-        row_number = 0
-        for fields in reader:
-            if _blank(fields):
-                continue
-            row_number += 1
-            if len(fields) < needed:
-                short = next(p for p in wanted if p >= len(fields))
-                raise InvalidInput(f"row {row_number}: {len(fields)} fields, but column {short} "
-                                   f"({positions[short]}) needs at least {short + 1} (positions count from 0)",
-                                   field="file")
-            for values, pos in zip(columns, wanted):
-                values.append(fields[pos])
-    except csv.Error as exc:
-        raise InvalidInput(f"{name}: line {reader.line_num}: {exc}", field="file") from exc
-    schema = pa.schema([pa.field(str(p), pa.string()) for p in wanted], metadata={_HEADERLESS: b"true"})
-    return pa.table([pa.array(v, type=pa.string()) for v in columns], schema=schema)
-
-
 def _headerless(table: pa.Table) -> bool:
     return bool(table.schema.metadata) and table.schema.metadata.get(_HEADERLESS) == b"true"
-
-
-def _check_header(header: list[str], name: str) -> None:
-    for i, h in enumerate(header, start=1):
-        if not h:
-            raise InvalidInput(f"{name}: header column {i} has no name (a header row is required)", field="file")
-    seen: set[str] = set()
-    for h in header:
-        if h in seen:
-            raise InvalidInput(f"{name}: column {h!r} appears twice in the header", field="file")
-        seen.add(h)
-
-
-def _read_json_rows(text: str, name: str) -> pa.Table:
-    stripped = text.lstrip()
-    rows: list[Any]
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{name}: invalid JSON at line {exc.lineno}: {exc.msg}", field="file") from exc
-    else:
-        rows = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{name}: line {line_no} is not valid JSON ({exc.msg})", field="file") from exc
-    names: dict[str, None] = {}
-    for i, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise InvalidInput(f"row {i}: expected a JSON object with column names as keys", field="file")
-        for key in row:
-            names.setdefault(str(key), None)
-    if not names:
-        raise InvalidInput(f"{name}: no rows (each line must be a JSON object naming its columns)", field="file")
-    data = {k: [row.get(k) for row in rows] for k in names}
-    return pa.table({k: _to_array(v) for k, v in data.items()})
-
-
-def _to_array(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowException, TypeError, ValueError):
-        return pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values],
-                        type=pa.string())
 
 
 # ---------------------------------------------------------------- validating

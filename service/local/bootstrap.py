@@ -36,6 +36,26 @@ def prepare_database(settings: Settings) -> str:
     """The database URL, after the server answered and the schema is at head."""
     url = database_url(settings)
     wait_for_database(url)
+    migrate_to_head(url, settings)
+    return url
+
+
+def migrate_to_head(url: str, settings: Settings) -> None:
     migrate.upgrade(url)
     optuna_bridge.ensure_schema(url, settings.optuna_schema)
-    return url
+
+
+def try_prepare(url: str, settings: Settings) -> str | None:
+    """One try at `prepare_database` on `url`: None once the schema is at head, else why the database is
+    not usable yet (unreachable, restarting). Other errors (a broken migration) are raised."""
+    from service.store.db import transient_reason
+
+    try:
+        wait_for_database(url, timeout=0)
+        migrate_to_head(url, settings)
+    except Exception as exc:  # noqa: BLE001 - classified right below
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        return reason
+    return None

@@ -1,6 +1,7 @@
 """`stsweep up`: the API and one worker per GPU (one CPU worker without a GPU) as child processes of one
-command, on the configured database or the embedded one. Ctrl-C stops them cleanly: workers checkpoint and
-give their running trials back to the queue."""
+command, on the configured database or the embedded one. A child that dies is restarted (with backoff; a crash
+loop is reported). Ctrl-C stops them cleanly: workers checkpoint and give their running trials back to the
+queue."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from service.store.tokens import create_token
-from service.local.bootstrap import prepare_database
 from service.context import Context
+from service.local.bootstrap import prepare_database
+from service.local.supervisor import ChildSpec, Supervisor, lease_releaser
 from service.settings import Settings
+from service.store.tokens import create_token
 
 log = logging.getLogger("stsweep")
 
@@ -30,22 +33,31 @@ class Stack:
     url: str  # the API's base URL
     token: str
     database_url: str
-    processes: tuple[subprocess.Popen[bytes], ...]
+    supervisor: Supervisor  # keeps the API and the workers running (restarts, crash loops)
+
+    @property
+    def processes(self) -> tuple[subprocess.Popen[bytes], ...]:
+        return tuple(self.supervisor.processes)
 
 
 def _child_env(settings: Settings, database_url: str) -> dict[str, str]:
     env = dict(os.environ)
+    # The workers join this stack's database (embedded or not): they are told its URL, so none of them ever
+    # starts a database of its own.
     env["STSWEEP_DATABASE_URL"] = database_url
     env["STSWEEP_HOME"] = str(settings.home)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def wait_until_healthy(url: str, procs: tuple[subprocess.Popen[bytes], ...], timeout: float = 90.0) -> None:
+def wait_until_healthy(url: str, supervisor: Supervisor, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError("a stsweep process exited during start-up (see its output above)")
+        supervisor.poll()
+        down = [c.spec.name for c in supervisor.children if c.final_code is not None]
+        if down:
+            raise RuntimeError(f"the stsweep {down[0]} exited during start-up and cannot be restarted "
+                               "(see its output above)")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
@@ -59,7 +71,8 @@ def wait_until_healthy(url: str, procs: tuple[subprocess.Popen[bytes], ...], tim
 def running_stack(settings: Settings, host: str, port: int, *, workers: bool = True,
                   worker_args: tuple[str, ...] = (), log_dir: Path | None = None) -> Iterator[Stack]:
     """Migrate, mint a token, start the API and the workers; on exit stop them gracefully (SIGTERM, then the
-    grace period, then SIGKILL). With `log_dir`, their output goes to api.log and worker.log there."""
+    grace period, then SIGKILL). While it runs, a child that exits unexpectedly is restarted with backoff
+    (`wait_for_signal`). With `log_dir`, their output goes to api.log and worker.log there."""
     database_url = prepare_database(settings)
     ctx = Context(settings, database_url)
     try:
@@ -68,43 +81,40 @@ def running_stack(settings: Settings, host: str, port: int, *, workers: bool = T
         ctx.close()
     env = _child_env(settings, database_url)
     python = sys.executable
-    commands = [("api", [python, "-m", "service.cli", "serve", "--host", host, "--port", str(port)])]
+    specs = [ChildSpec("api", [python, "-m", "service.cli", "serve", "--host", host, "--port", str(port)], env,
+                       log_dir / "api.log" if log_dir else None)]
     if workers:
-        commands.append(("worker", [python, "-m", "workers", *worker_args]))
-    procs = [_start(cmd, env, log_dir / f"{name}.log" if log_dir else None) for name, cmd in commands]
-    stack = Stack(url=f"http://{host}:{port}", token=token, database_url=database_url, processes=tuple(procs))
+        specs.append(ChildSpec("worker", [python, "-m", "workers", *worker_args], env,
+                               log_dir / "worker.log" if log_dir else None))
+    leases = Context(settings, database_url)  # the worker hook ends a dead worker's leases at once
+    supervisor = Supervisor(specs, cap=settings.restart_backoff_max_seconds, on_exit=lease_releaser(leases.sessions))
+    supervisor.start()
+    stack = Stack(url=f"http://{host}:{port}", token=token, database_url=database_url, supervisor=supervisor)
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep_alive, args=(supervisor, done), name="stsweep-supervisor", daemon=True)
     try:
-        wait_until_healthy(stack.url, stack.processes)
+        wait_until_healthy(stack.url, supervisor)
+        keeper.start()
         yield stack
     finally:
-        stop_processes(stack.processes, settings.shutdown_grace_seconds)
+        done.set()
+        if keeper.is_alive():
+            keeper.join()
+        supervisor.stop(signal.SIGTERM, settings.shutdown_grace_seconds + 5)
+        leases.close()
 
 
-def _start(cmd: list[str], env: dict[str, str], log_file: Path | None) -> subprocess.Popen[bytes]:
-    """A child in its own session: a Ctrl-C in the terminal reaches only us, and we pass on one SIGTERM."""
-    if log_file is None:
-        return subprocess.Popen(cmd, env=env, start_new_session=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop_processes(procs: tuple[subprocess.Popen[bytes], ...], grace: float) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace + 5
-    for p in procs:
+def _keep_alive(supervisor: Supervisor, done: threading.Event) -> None:
+    while not done.wait(0.3):
         try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("process %d did not stop in time: killing it", p.pid)
-            p.kill()
-            p.wait()
+            supervisor.poll()
+        except Exception:  # noqa: BLE001 - the keeper must outlive one bad round (a failed restart)
+            log.exception("supervisor round failed")
 
 
 def wait_for_signal(stack: Stack) -> None:
-    """Block until Ctrl-C / SIGTERM, or until a child dies."""
+    """Block until Ctrl-C / SIGTERM, keeping the children running meanwhile (restarts, crash-loop reports).
+    Returns early only when no child can run any more (each exited with a configuration error)."""
     stop = {"now": False}
 
     def handler(_signum: int, _frame: object) -> None:
@@ -113,7 +123,7 @@ def wait_for_signal(stack: Stack) -> None:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     while not stop["now"]:
-        if any(p.poll() is not None for p in stack.processes):
-            log.error("a stsweep process exited; shutting down")
+        if all(c.final_code is not None for c in stack.supervisor.children):
+            log.error("every stsweep process exited and none can be restarted; shutting down")
             break
         time.sleep(0.3)

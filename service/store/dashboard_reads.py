@@ -214,7 +214,7 @@ def workers(factory: sessionmaker[Session], stale_after_seconds: float) -> list[
         rows = s.execute(text("""
             SELECT w.id, w.host, w.pid, w.device, w.status, w.trials_done, w.started_at, w.last_heartbeat_at,
                    extract(epoch FROM now() - w.last_heartbeat_at) AS age, t.study_id, t.number, t.examples_seen,
-                   t.planned_examples
+                   t.planned_examples, w.scheduler, w.scheduler_job, w.scheduler_task
             FROM workers w LEFT JOIN trials t ON t.id = w.current_trial_id
             WHERE w.status <> 'stopped' OR w.id IN (
                 SELECT id FROM workers WHERE status = 'stopped' ORDER BY stopped_at DESC NULLS LAST LIMIT 50)
@@ -229,5 +229,6 @@ def workers(factory: sessionmaker[Session], stale_after_seconds: float) -> list[
         out.append(WorkerPublic(id=r.id, host=r.host, pid=r.pid, device=r.device, status=status,
                                 current_trial=current, last_heartbeat_at=r.last_heartbeat_at,
                                 heartbeat_age_seconds=round(float(r.age), 3), trials_done=r.trials_done,
-                                started_at=r.started_at))
+                                started_at=r.started_at, scheduler=r.scheduler, scheduler_job=r.scheduler_job,
+                                scheduler_task=r.scheduler_task))
     return out

@@ -1,7 +1,8 @@
 """Uploaded data sets: content-addressed objects in the artifact store, checked on upload, found by id only.
 
 An upload is first spooled to a local temp file (size limit enforced chunk by chunk, sha256 computed on the
-way), parsed and checked with service/tabular for the declared task, and only then published to the store at
+way), parsed and checked with service/core/tabular for the declared task, with the settings' read limits (rows,
+decoded bytes, columns, cell and line bytes, JSON nesting: core/limits.py), and only then published to the store at
 ``datasets/<sha256>.<format>``. So a refused upload (too large, malformed, a bad row) never leaves anything in
 the store, and the same bytes always give the same id (``ds_`` + the first 16 hex digits of the sha256) and one
 object. Publishing and deleting one sha256 are serialised by a transaction-scoped advisory lock.
@@ -27,6 +28,8 @@ from service.context import Context
 from service.store.db import session_scope
 from service.core.score_range import parse_score_range
 from service.core.errors import Conflict, InvalidInput, NotFound
+from service.core.limits import TextProblem, text_bytes
+from service.core.text_checks import json_too_deep
 from service.core.schemas import ColumnInfo, DatasetPublic, Page
 from service.core.tabular import Column, check_rows, column_map, detect_format, read_table
 from service.core.tasks import TASKS
@@ -86,22 +89,38 @@ def parse_options(task: str | None, columns: str | None, score_range: str | None
         has_header = header.strip().lower() in _TRUE
     mapping: dict[str, Column] | None = None
     if columns:
+        example = '{"sentence1": 5, "score": 4}' if not has_header else '{"score": "label"}'
+        if json_too_deep(columns, 1):  # before json.loads, whose parser recurses
+            raise InvalidInput(f"expected a flat JSON object mapping role to column, e.g. {example}", field="columns")
         try:
             mapping = json.loads(columns)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"not JSON: {exc.msg}", field="columns") from exc
+        except ValueError as exc:  # JSONDecodeError, or a number Python will not convert
+            raise InvalidInput(f"not JSON: {getattr(exc, 'msg', exc)}", field="columns") from exc
         if not isinstance(mapping, dict):
-            example = '{"sentence1": 5, "score": 4}' if not has_header else '{"score": "label"}'
             raise InvalidInput(f"expected a JSON object mapping role to column, e.g. {example}", field="columns")
+        _check_texts(mapping)
     if mapping or not has_header:
         column_map(task, mapping, header=has_header, field="columns")  # the same check as when reading
     low_high = DEFAULT_SCORE_RANGE
     if score_range:
+        if json_too_deep(score_range, 1):
+            raise InvalidInput("expected 'low,high' or [low, high]", field="score_range")
         low_high = parse_score_range(score_range)
     if fmt:
         fmt = detect_format(Path("upload"), fmt)
     return UploadOptions(task=task, columns=mapping or None, score_range=low_high, format=fmt or None,
                          header=has_header)
+
+
+def _check_texts(mapping: dict[str, Any]) -> None:
+    """Roles and column names are text: no NUL, no lone surrogate (a JSON escape can carry either)."""
+    for role, column in mapping.items():
+        for value in (role, column):
+            if isinstance(value, str):
+                try:
+                    text_bytes(value)
+                except TextProblem as exc:
+                    raise InvalidInput(f"{value!r} {exc}", field="columns") from None
 
 
 def clean_filename(name: str | None) -> str:
@@ -166,7 +185,8 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tu
         raise InvalidInput("the file is empty", field="file")
     fmt = detect_format(Path(filename), opts.format)
     try:
-        table = read_table(spool.path, fmt, header=opts.header, columns=opts.columns)
+        table = read_table(spool.path, fmt, header=opts.header, columns=opts.columns,
+                           limits=ctx.settings.read_limits())
         report = check_rows(table, opts.task, opts.columns, opts.score_range, field="file")
     except InvalidInput as exc:
         where = exc.field or ""

@@ -62,6 +62,31 @@ def ping(engine: Engine) -> None:
         raise DatabaseUnavailable("the database is unreachable") from exc
 
 
+def transient_reason(exc: BaseException) -> str | None:
+    """Why `exc` is a transient database fault worth retrying (connection refused or reset, the server
+    restarting or shutting down, a serialization failure or deadlock), whether it was raised through
+    `session_scope` or by Optuna's storage (which wraps SQLAlchemy's errors in its own); None otherwise.
+    Only the cause chain is read: LeaseLost and every other domain error are never transient."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable):
+            cause = current.__cause__
+            return f"{current.message}: {_first_line(cause)}" if cause is not None else current.message
+        if isinstance(current, OperationalError):
+            return f"the database is unreachable: {_first_line(current.orig)}"
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return f"the database connection was lost: {_first_line(current.orig)}"
+        current = current.__cause__
+    return None
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text_ = str(exc).strip().splitlines()
+    return text_[0][:200] if text_ else type(exc).__name__
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why the database cannot be reached, when `exc` (raised outside `session_scope`, e.g. by Optuna's storage)
     says so; None for any other error."""

@@ -44,7 +44,7 @@ def track_failures(s: Session, study_id: str, state: str, failure_reason: str | 
 
 def settle_study(s: Session, study_id: str) -> str:
     """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
-    passed with nothing running (never-started slots are then dropped).
+    passed with nothing running (never-started slots are then dropped, and started ones left in the queue fail).
 
     The study row is locked first, and the check runs in a statement after the lock: two trials finishing at
     once would otherwise each still see the other as running, and neither would settle the study."""
@@ -65,6 +65,17 @@ def settle_study(s: Session, study_id: str) -> str:
         ), dropped AS (
             DELETE FROM trials t USING done
             WHERE t.study_id = done.id AND t.state = 'queued' AND t.attempts = 0 AND t.params IS NULL
+              AND t.optuna_trial_id IS NULL
+        ), leftover AS (
+            -- Slots that had started (and went back to the queue) when the timeout passed end as failed, so
+            -- their Optuna trials are ended too (by the reconciler) and nothing stays queued in a finished study.
+            UPDATE trials t SET state = 'failed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+                failure_reason = 'the study timed out before this trial finished',
+                history = t.history || jsonb_build_array(jsonb_build_object('attempt', t.attempts, 'at', now(),
+                    'worker_id', t.worker_id, 'event', 'failed', 'fault', 'study timed out'))
+            FROM done
+            WHERE t.study_id = done.id AND t.state = 'queued'
+              AND NOT (t.attempts = 0 AND t.params IS NULL AND t.optuna_trial_id IS NULL)
         )
         UPDATE studies SET
             status = CASE WHEN EXISTS (SELECT 1 FROM trials WHERE study_id = :sid AND state = 'complete')

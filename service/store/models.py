@@ -79,6 +79,10 @@ class Study(Base):
     baseline_subset_value: Mapped[float | None] = mapped_column(Double)
     test_metric: Mapped[str | None] = mapped_column(String(100))
     test_value: Mapped[float | None] = mapped_column(Double)
+    # The test-split score is a job with a lease, like a trial: any free worker takes it, again if one dies.
+    test_lease_token: Mapped[Any | None] = mapped_column(UUID(as_uuid=True))
+    test_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    test_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     failure_streak: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
@@ -128,6 +132,10 @@ class Trial(Base):
     checkpoint_key: Mapped[str | None] = mapped_column(Text)
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # One entry per attempt that ended without finishing the trial, with the fault it met (see queue.py).
+    history: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    # Give-backs after transient faults (database, object store, disk full): never one of max_attempts.
+    fault_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -157,6 +165,11 @@ class Worker(Base):
     started_at: Mapped[datetime] = _now()
     last_heartbeat_at: Mapped[datetime] = _now()
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The batch scheduler job the worker runs in (NULL: started by hand): 'slurm', the array job id (or job id
+    # outside an array), the array task id.
+    scheduler: Mapped[str | None] = mapped_column(String(16))
+    scheduler_job: Mapped[str | None] = mapped_column(String(64))
+    scheduler_task: Mapped[str | None] = mapped_column(String(64))
 
 
 class Dataset(Base):

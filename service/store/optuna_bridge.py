@@ -2,14 +2,24 @@
 
 Optuna does not persist samplers or pruners, so every process rebuilds them from the stored spec.
 Steps are examples seen, so pruner settings given in examples line up across batch sizes.
+
+Sampling is reproducible per trial and never repeats across processes: before each trial samples, the sampler
+is rebuilt with a seed derived from the study's seed and the trial's slot number (a sampler seeded once per
+process would restart its random sequence in every worker and after every restart). Each Optuna trial is
+created already tagged with the slot and the lease it was asked for (and with the slot's enqueued
+configuration, if it has one), in one write, so the reconciler can always tell whose it is.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
+import hashlib
+import warnings
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -45,13 +55,49 @@ def storage(database_url: str, schema: str) -> optuna.storages.RDBStorage:
     )
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+# System attributes on every Optuna trial we create: our trial row (the slot) and the lease that asked for it.
+SLOT_ATTR = "stsweep:trial_id"
+LEASE_ATTR = "stsweep:lease"
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is exhausted: outside `optimize()` that
+    raises in the last `tell`, and our queue already knows the study's budget."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        return None
+
+
+def study_seed(spec: StudySpec) -> int:
+    """The sampler's seed: `sampler.seed`, else the study's `seed`."""
+    return spec.sampler.seed if spec.sampler.seed is not None else spec.seed
+
+
+def trial_seed(spec: StudySpec, number: int) -> int:
+    """The sampling seed of the trial in slot `number`: the same for that trial in every process and every
+    re-run of the study, different from every other trial's."""
+    digest = hashlib.sha256(f"stsweep-sampler/{study_seed(spec)}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def make_sampler(spec: StudySpec, trial_number: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler; with `trial_number`, seeded for that trial (see `trial_seed`). The grid sampler
+    (its trial number picks the grid point) and the QMC sampler (its sequence is the study's) keep the study's
+    seed: their points are already distinct per trial."""
     cfg = spec.sampler
-    seed = cfg.seed
+    seed = study_seed(spec) if trial_number is None or cfg.name in ("grid", "qmc") else trial_seed(spec, trial_number)
+    with warnings.catch_warnings():  # built for every trial: Optuna's "experimental argument" notes are noise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(spec, seed)
+
+
+def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    cfg = spec.sampler
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.name == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
+        return _GridSampler(spec.grid(), seed=seed)
     if cfg.name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
     if cfg.name == "cmaes":
@@ -101,10 +147,94 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def create_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> None:
-    study = optuna.create_study(storage=store, study_name=name, direction=spec.objective.direction,
-                                sampler=make_sampler(spec), pruner=make_pruner(spec))
-    for params in spec.enqueue_trials:
-        study.enqueue_trial(params, skip_if_exists=False)
+    """The Optuna side of a new study. `enqueue_trials` are not queued in Optuna: slot i carries the i-th
+    configuration (see `fixed_params`), so a configuration is never lost with an attempt that died."""
+    optuna.create_study(storage=store, study_name=name, direction=spec.objective.direction,
+                        sampler=make_sampler(spec), pruner=make_pruner(spec))
+
+
+def fixed_params(spec: StudySpec, number: int) -> dict[str, Any] | None:
+    """The enqueued configuration of slot `number` (`enqueue_trials[number]`), or None."""
+    return dict(spec.enqueue_trials[number]) if number < len(spec.enqueue_trials) else None
+
+
+def ask_for_slot(study: optuna.Study, spec: StudySpec, slot_id: int, number: int, lease: str) -> optuna.trial.Trial:
+    """A new RUNNING Optuna trial for our slot, created with its tags (slot, lease, enqueued configuration) in
+    one write, the sampler seeded for the slot. Asked again with the same lease (a retry after a lost
+    connection), it returns the trial that first call created instead of a second one."""
+    existing = tagged_trials(study, slot_id, lease)
+    if existing:
+        return trial_for(study, spec, existing[0], number)
+    attrs: dict[str, Any] = {SLOT_ATTR: slot_id, LEASE_ATTR: lease}
+    fixed = fixed_params(spec, number)
+    if fixed:
+        attrs["fixed_params"] = fixed
+    template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,
+                           datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+                           distributions={}, user_attrs={}, system_attrs=attrs, intermediate_values={},
+                           trial_id=-1)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return trial_for(study, spec, trial_id, number)
+
+
+def trial_for(study: optuna.Study, spec: StudySpec, trial_id: int, number: int) -> optuna.trial.Trial:
+    """The Optuna trial `trial_id` to sample from (or resume), the sampler seeded for slot `number`."""
+    study.sampler = make_sampler(spec, number)
+    # Optuna's cached storage writes parameters only for trials it has read: one created by another process
+    # (an earlier attempt's) is read here first.
+    study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    return optuna.trial.Trial(study, trial_id)
+
+
+def tagged_trials(study: optuna.Study, slot_id: int, lease: str | None = None) -> list[int]:
+    """RUNNING Optuna trials created for our slot (and that lease, if given), oldest first."""
+    found = []
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = t.system_attrs
+        if attrs.get(SLOT_ATTR) == slot_id and (lease is None or attrs.get(LEASE_ATTR) == lease):
+            found.append(t._trial_id)
+    return sorted(found)
+
+
+def trial_state(study: optuna.Study, trial_id: int) -> TrialState:
+    return study._storage.get_trial(trial_id).state
+
+
+def report(study: optuna.Study, trial_id: int, step: int, value: float) -> None:
+    """The intermediate value at `step`, as our table holds it (idempotent: the same value may be written
+    again by a retry or a resumed attempt). Nothing is written to a trial Optuna already finished."""
+    storage = study._storage
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished() or frozen.intermediate_values.get(step) == value:
+        return
+    try:
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # ended meanwhile (the reconciler, after our lease was lost): nothing more to report
+
+
+def sync_points(storage: optuna.storages.BaseStorage, trial_id: int, values: dict[int, float]) -> int:
+    """Give an unfinished Optuna trial every intermediate value our table holds that it lacks (an attempt died
+    between our write and Optuna's). Returns how many were added."""
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return 0
+    missing = {step: v for step, v in values.items() if frozen.intermediate_values.get(step) != v}
+    added = 0
+    for step, value in sorted(missing.items()):
+        try:
+            storage.set_trial_intermediate_value(trial_id, step, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            break  # finished meanwhile (by its worker): too late, and nothing to repair
+        added += 1
+    return added
+
+
+def should_prune(study: optuna.Study, trial_id: int) -> bool:
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return False
+    return bool(study.pruner.prune(study, frozen))
 
 
 def load_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:

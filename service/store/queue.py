@@ -1,9 +1,10 @@
 """The trial queue: every SQL statement that moves a trial between states lives here.
 
 A trial slot is claimed in one short transaction (`FOR UPDATE SKIP LOCKED`); the claimant then holds a lease
-(`lease_token`, renewed by heartbeats). Every later write is guarded by that token and by `state = 'running'`,
-and says whether it won: once the reaper has taken the lease away, the old attempt's writes change nothing.
-All times come from the database clock (`now()`), never a worker's.
+(`lease_token`, renewed by heartbeats). Every later write is guarded by that token, by `state = 'running'` and
+by the lease not having expired, and says whether it won: once the lease ran out, the old attempt's writes change
+nothing. All times come from the database clock (`now()`), never a worker's. Every write may be retried after a
+lost connection (the worker does, through an outage): each is idempotent, or recognises its own earlier commit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from service.store import lifecycle
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
 from service.core.errors import LeaseLost
+from service.core.scheduler import SchedulerJob
 from service.store.ranking import RANK_KEY_SQL
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Claim:
     resume_key: str | None
     resume_sha256: str | None
     resume_examples: int | None = None
+    fault_count: int = 0  # give-backs after transient faults so far (never counted in `attempt`)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ _LOCK_NEXT_STUDY = text(f"""
       AND (timeout_seconds IS NULL OR started_at IS NULL
            OR now() < started_at + make_interval(secs => timeout_seconds))
       AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')
+      AND (SELECT count(*) FROM trials r WHERE r.study_id = studies.id AND r.state = 'running')
+          < max_concurrent_trials
     ORDER BY created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -99,16 +104,38 @@ _CLAIM_IN_STUDY = text("""
         lease_expires_at = now() + make_interval(secs => :lease_seconds),
         started_at = coalesce(t.started_at, now()), failure_reason = NULL
     FROM pick WHERE t.id = pick.id
-    RETURNING t.id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples
+    RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
+              t.resume_examples, t.fault_count
+""")
+
+# A trial this (idle) worker already holds: a claim whose commit reached the database but whose answer never
+# reached the worker (the connection broke in between). The worker takes it back under a new token instead of
+# leaving it to expire; the attempt was already counted.
+_RECLAIM_OWN = text("""
+    UPDATE trials t
+    SET lease_token = :token, lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    WHERE t.id = (SELECT id FROM trials WHERE worker_id = :worker_id AND state = 'running'
+                  AND lease_expires_at > now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
+              t.resume_examples, t.fault_count
 """)
 
 
 def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: float) -> tuple[Claim, str] | None:
-    """Claim the next runnable slot across active studies. Returns (claim, study_id) or None."""
+    """Claim the next runnable slot across active studies, oldest study first. Returns (claim, study_id) or None.
+
+    Studies at their concurrency cap are skipped by the query itself, so however many there are, every study
+    with room is reached; a study passed over is only one whose slots another claim took in the meantime.
+    Safe to retry after a lost connection: a claim that committed unseen is found again (`_RECLAIM_OWN`)."""
     with session_scope(factory) as s:
+        if worker_id is not None:
+            token = uuid.uuid4()
+            got = s.execute(_RECLAIM_OWN, {"token": token, "worker_id": worker_id,
+                                           "lease_seconds": lease_seconds}).first()
+            if got is not None:
+                return _claim(got, token), got.study_id
         tried: list[str] = []
-        for _ in range(16):
+        while True:
             row = s.execute(_LOCK_NEXT_STUDY, {"tried": tried}).first()
             if row is None:
                 return None
@@ -126,15 +153,30 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
             if worker_id is not None:
                 s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
                           {"tid": got.id, "w": worker_id})
-            claim_ = Claim(Lease(got.id, token), study_id, got.number, got.attempts, got.params,
-                           got.optuna_trial_id, got.resume_key, got.resume_sha256, got.resume_examples)
-            return claim_, study_id
-        return None
+            return _claim(got, token), study_id
+
+
+def _claim(got: Any, token: uuid.UUID) -> Claim:
+    return Claim(Lease(got.id, token), got.study_id, got.number, got.attempts, got.params, got.optuna_trial_id,
+                 got.resume_key, got.resume_sha256, got.resume_examples, got.fault_count)
 
 
 # ------------------------------------------------------------------ writes guarded by the lease
 
-_GUARD = "id = :tid AND lease_token = :token AND state = 'running'"
+# A lease holds until it expires (by the database clock): once expired, even before the reaper took the trial
+# away, the old attempt's writes are refused, so an attempt cut off for longer than the lease never races the
+# next one.
+_GUARD = "id = :tid AND lease_token = :token AND state = 'running' AND lease_expires_at > now()"
+
+
+def _history(event: str = ":event", fault: str = ":fault") -> str:
+    """SET clause appending one entry to the trial's history: the attempt (its number before the update), when,
+    on which worker, how it ended and the fault it met (NULL: none), and how far it had trained
+    (`examples_seen`, as last reported) beyond its last resumable checkpoint (`resume_examples`): what the next
+    attempt trains again."""
+    return (f"history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at', now(), "
+            f"'worker_id', worker_id, 'event', CAST({event} AS text), 'fault', CAST({fault} AS text), "
+            f"'examples_seen', examples_seen, 'resume_examples', resume_examples))")
 
 
 def _lost(lease: Lease) -> LeaseLost:
@@ -149,6 +191,11 @@ def _guarded(factory: sessionmaker[Session], lease: Lease, sql: str, params: dic
     return row
 
 
+def check_lease(factory: sessionmaker[Session], lease: Lease) -> None:
+    """LeaseLost unless the lease still holds (a cheap read before work that is hard to undo)."""
+    _guarded(factory, lease, f"SELECT id FROM trials WHERE {_GUARD}", {})
+
+
 def heartbeat(factory: sessionmaker[Session], lease: Lease, lease_seconds: float) -> Beat:
     row = _guarded(
         factory, lease,
@@ -160,14 +207,36 @@ def heartbeat(factory: sessionmaker[Session], lease: Lease, lease_seconds: float
     return Beat(study_status=row[0])
 
 
+def attach_optuna_trial(factory: sessionmaker[Session], lease: Lease, optuna_trial_id: int) -> int:
+    """Name the Optuna trial this slot samples from, right after it was created (before any parameter is
+    sampled), so that a crash in between leaves the slot its Optuna trial. Returns the slot's Optuna trial id:
+    `optuna_trial_id`, or the one it already had."""
+    with session_scope(factory) as s:
+        row = s.execute(text(f"SELECT optuna_trial_id FROM trials WHERE {_GUARD} FOR UPDATE"),
+                        {"tid": lease.trial_id, "token": lease.token}).first()
+        if row is None:
+            raise _lost(lease)
+        if row.optuna_trial_id is not None:
+            return int(row.optuna_trial_id)
+        s.execute(text("UPDATE trials SET optuna_trial_id = :otid WHERE id = :tid"),
+                  {"tid": lease.trial_id, "otid": optuna_trial_id})
+    return optuna_trial_id
+
+
 def set_params(factory: sessionmaker[Session], lease: Lease, params: dict[str, Any], optuna_trial_id: int) -> None:
     _guarded(factory, lease,
              f"UPDATE trials SET params = CAST(:params AS jsonb), optuna_trial_id = :otid WHERE {_GUARD} RETURNING id",
              {"params": json.dumps(params), "otid": optuna_trial_id})
 
 
-def report(factory: sessionmaker[Session], lease: Lease, examples_seen: int, value: float) -> bool:
-    """Record an intermediate value. Returns False when that point already existed (a resumed attempt)."""
+@dataclass(frozen=True)
+class Reported:
+    value: float  # the value stored at that point: the first one reported there, by whichever attempt
+    new: bool  # False: the point existed already (a resumed attempt, or a retry of a write that went through)
+
+
+def report(factory: sessionmaker[Session], lease: Lease, examples_seen: int, value: float) -> Reported:
+    """Record an intermediate value; a point reported before keeps its first value (which is returned)."""
     with session_scope(factory) as s:
         owner = s.execute(text(f"SELECT 1 FROM trials WHERE {_GUARD} FOR UPDATE"),
                           {"tid": lease.trial_id, "token": lease.token}).first()
@@ -175,11 +244,14 @@ def report(factory: sessionmaker[Session], lease: Lease, examples_seen: int, val
             raise _lost(lease)
         inserted = s.execute(
             text("INSERT INTO intermediate_values (trial_id, examples_seen, value) VALUES (:tid, :n, :v) "
-                 "ON CONFLICT (trial_id, examples_seen) DO NOTHING RETURNING 1"),
+                 "ON CONFLICT (trial_id, examples_seen) DO NOTHING RETURNING value"),
             {"tid": lease.trial_id, "n": examples_seen, "v": value},
         ).first()
+        stored = inserted[0] if inserted is not None else s.execute(
+            text("SELECT value FROM intermediate_values WHERE trial_id = :tid AND examples_seen = :n"),
+            {"tid": lease.trial_id, "n": examples_seen}).scalar_one()
         s.execute(text("UPDATE trials SET last_eval = :v WHERE id = :tid"), {"tid": lease.trial_id, "v": value})
-    return inserted is not None
+    return Reported(value=float(stored), new=inserted is not None)
 
 
 def progress(factory: sessionmaker[Session], lease: Lease, examples_seen: int, planned: int,
@@ -192,7 +264,8 @@ def progress(factory: sessionmaker[Session], lease: Lease, examples_seen: int, p
 
 def record_resume_checkpoint(factory: sessionmaker[Session], lease: Lease, key: str, sha256: str,
                              examples_seen: int) -> str | None:
-    """Point the trial at its newest resumable checkpoint; returns the key it replaces (to delete)."""
+    """Point the trial at its newest resumable checkpoint; returns the key it replaces (no longer named by
+    the row: the caller deletes it when it wrote it, else the orphan collector does)."""
     with session_scope(factory) as s:
         old = s.execute(text(f"SELECT resume_key FROM trials WHERE {_GUARD} FOR UPDATE"),
                         {"tid": lease.trial_id, "token": lease.token}).first()
@@ -203,16 +276,42 @@ def record_resume_checkpoint(factory: sessionmaker[Session], lease: Lease, key: 
     return old[0] if old[0] not in (None, key) else None
 
 
-def release(factory: sessionmaker[Session], lease: Lease) -> bool:
-    """Give the trial back to the queue (graceful shutdown, study stopped): not an attempt used up."""
+def release(factory: sessionmaker[Session], lease: Lease, event: str = "given back",
+            fault: str | None = None) -> bool:
+    """Give the trial back to the queue (graceful shutdown, study stopped, or a transient fault: `fault` says
+    which, and counts toward the trial's fault cap): never an attempt used up."""
     with session_scope(factory) as s:
         row = s.execute(
             text(f"""UPDATE trials SET state = 'queued', lease_token = NULL, worker_id = NULL,
-                         lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
-                     WHERE {_GUARD} RETURNING id"""),
-            {"tid": lease.trial_id, "token": lease.token},
+                         lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
+                         fault_count = fault_count + CASE WHEN CAST(:fault AS text) IS NULL THEN 0 ELSE 1 END,
+                         {_history()}
+                     WHERE {_GUARD} RETURNING id, worker_id"""),
+            {"tid": lease.trial_id, "token": lease.token, "event": event, "fault": fault},
         ).first()
+        if row is not None and row.worker_id is not None:
+            s.execute(text("UPDATE workers SET current_trial_id = NULL, status = 'idle' WHERE id = :w"),
+                      {"w": row.worker_id})
     return row is not None
+
+
+def note(factory: sessionmaker[Session], trial_id: int, attempt: int, worker_id: int | None, event: str,
+         fault: str | None) -> None:
+    """Add what an attempt met to the trial's history when that attempt can no longer write under its lease
+    (it lost it): history only, nothing else about the trial changes."""
+    with session_scope(factory) as s:
+        s.execute(text("""UPDATE trials SET history = history || jsonb_build_array(jsonb_build_object(
+                              'attempt', CAST(:attempt AS int), 'at', now(), 'worker_id', CAST(:w AS int),
+                              'event', CAST(:event AS text), 'fault', CAST(:fault AS text)))
+                          WHERE id = :tid"""),
+                  {"tid": trial_id, "attempt": attempt, "w": worker_id, "event": event, "fault": fault})
+
+
+def history(factory: sessionmaker[Session], trial_id: int) -> list[dict[str, Any]]:
+    """The trial's attempts that ended, oldest first: {attempt, at, worker_id, event, fault, examples_seen,
+    resume_examples}."""
+    with session_scope(factory) as s:
+        return list(s.execute(text("SELECT history FROM trials WHERE id = :tid"), {"tid": trial_id}).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -228,12 +327,16 @@ class Finish:
 
 
 def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_after_streak: int) -> str:
-    """End the trial (guarded by the lease) and settle the study. Returns the study's status afterwards."""
+    """End the trial (guarded by the lease: publishing the final checkpoint is this one write) and settle the
+    study. Returns the study's status afterwards.
+
+    The finishing token stays on the row, so a retry of a finish whose commit went through unseen is
+    recognised (and answered the same) instead of being taken for a lost lease."""
     with session_scope(factory) as s:
         row = s.execute(
             text(f"""UPDATE trials SET state = :state, value = :value, rank_key = {RANK_KEY_SQL},
                          metrics = CAST(:metrics AS jsonb),
-                         failure_reason = :reason, lease_token = NULL, lease_expires_at = NULL,
+                         failure_reason = :reason, lease_expires_at = NULL,
                          finished_at = now(), eta_seconds = NULL,
                          examples_seen = coalesce(:examples, examples_seen),
                          checkpoint_key = :ck, checkpoint_sha256 = :csha, checkpoint_bytes = :cbytes,
@@ -241,7 +344,8 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
                              SELECT CASE WHEN st.baseline_value IS NULL THEN NULL
                                          WHEN st.direction = 'maximize' THEN :value < st.baseline_value
                                          ELSE :value > st.baseline_value END
-                             FROM studies st WHERE st.id = trials.study_id) END
+                             FROM studies st WHERE st.id = trials.study_id) END,
+                         {_history(":state", ":reason")}
                      WHERE {_GUARD} RETURNING study_id, worker_id"""),
             {"tid": lease.trial_id, "token": lease.token, "state": result.state, "value": result.value,
              "metrics": json.dumps(result.metrics) if result.metrics is not None else None,
@@ -249,7 +353,13 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
              "cbytes": result.checkpoint_bytes, "examples": result.examples_seen},
         ).first()
         if row is None:
-            raise _lost(lease)
+            done = s.execute(text("SELECT study_id FROM trials WHERE id = :tid AND lease_token = :token "
+                                  "AND state = :state AND coalesce(checkpoint_key, '') = coalesce(:ck, '')"),
+                             {"tid": lease.trial_id, "token": lease.token, "state": result.state,
+                              "ck": result.checkpoint_key}).first()
+            if done is None:
+                raise _lost(lease)
+            return lifecycle.settle_study(s, done.study_id)  # this very finish, retried: already recorded
         study_id, worker_id = row
         if worker_id is not None:
             s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
@@ -265,7 +375,7 @@ def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
     """Trials whose lease expired go back to the queue as the next attempt (same parameters), or fail once
     the study's max_attempts are used up. Studies whose timeout passed are settled."""
     with session_scope(factory) as s:
-        rows = s.execute(text("""
+        rows = s.execute(text(f"""
             WITH expired AS (
                 SELECT t.id, st.max_attempts FROM trials t JOIN studies st ON st.id = t.study_id
                 WHERE t.state = 'running' AND t.lease_expires_at < now()
@@ -278,6 +388,8 @@ def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
                          || ' (worker lost); no attempts left'
                     ELSE 'lease expired on attempt ' || t.attempts || ' (worker lost); re-queued' END,
                 finished_at = CASE WHEN t.attempts >= e.max_attempts THEN now() END,
+                {_history("'lease expired'", "'no heartbeat within the lease: the worker died, hung or was cut "
+                                              "off from the database'")},
                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
             FROM expired e WHERE t.id = e.id
             RETURNING t.id, t.study_id, t.number, t.state, t.optuna_trial_id
@@ -295,23 +407,45 @@ def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
 
 
 def reported_points(factory: sessionmaker[Session], trial_id: int) -> frozenset[int]:
+    return frozenset(reported_values(factory, trial_id))
+
+
+def reported_values(factory: sessionmaker[Session], trial_id: int) -> dict[int, float]:
+    """The trial's intermediate values so far, {examples_seen: value}."""
     with session_scope(factory) as s:
-        return frozenset(s.execute(text("SELECT examples_seen FROM intermediate_values WHERE trial_id = :tid"),
-                                   {"tid": trial_id}).scalars())
+        return {int(n): float(v) for n, v in s.execute(
+            text("SELECT examples_seen, value FROM intermediate_values WHERE trial_id = :tid"), {"tid": trial_id})}
 
 
 # ------------------------------------------------------------------ workers
 
 
-def register_worker(factory: sessionmaker[Session], host: str, pid: int, device: str) -> int:
+def register_worker(factory: sessionmaker[Session], host: str, pid: int, device: str,
+                    scheduler: SchedulerJob | None = None) -> int:
+    """A new worker row; `scheduler` names the batch job it runs in (a SLURM array task), when it does."""
+    job = scheduler or SchedulerJob(None, None, None)
     with session_scope(factory) as s:
-        return int(s.execute(text("INSERT INTO workers (host, pid, device) VALUES (:h, :p, :d) RETURNING id"),
-                             {"h": host, "p": pid, "d": device}).scalar_one())
+        return int(s.execute(text("""
+            INSERT INTO workers (host, pid, device, scheduler, scheduler_job, scheduler_task)
+            VALUES (:h, :p, :d, :sched, :job, :task) RETURNING id"""),
+            {"h": host, "p": pid, "d": device, "sched": job.scheduler, "job": job.job, "task": job.task}
+        ).scalar_one())
 
 
 def worker_heartbeat(factory: sessionmaker[Session], worker_id: int) -> None:
     with session_scope(factory) as s:
         s.execute(text("UPDATE workers SET last_heartbeat_at = now() WHERE id = :w"), {"w": worker_id})
+
+
+def expire_leases_of(factory: sessionmaker[Session], host: str, pid: int) -> int:
+    """The worker process `pid` on `host` is known dead (its supervisor saw it exit): its trials' leases end
+    now, so the next reaper round re-queues them instead of waiting out the lease. Returns how many."""
+    with session_scope(factory) as s:
+        return len(s.execute(text("""
+            UPDATE trials SET lease_expires_at = now()
+            WHERE state = 'running' AND lease_expires_at > now()
+              AND worker_id IN (SELECT id FROM workers WHERE host = :h AND pid = :p AND stopped_at IS NULL)
+            RETURNING id"""), {"h": host, "p": pid}).all())
 
 
 def worker_stopped(factory: sessionmaker[Session], worker_id: int) -> None:

@@ -1,16 +1,20 @@
-"""Expired leases back to the queue (or failed), and Optuna told about trials that failed that way."""
+"""Expired leases back to the queue (or failed), Optuna told about trials that failed that way, and the
+reconciler (service/store/reconcile.py) run beside it."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import optuna
 from optuna.trial import TrialState
 
-from service.store import queue
 from service.context import Context
-from service.core.errors import StsweepError
+from service.store import queue
+from service.store.db import transient_reason
+from service.store.reconcile import Repairs, reconcile
+from service.store.retry import Outage, Retry
 
 log = logging.getLogger("stsweep.reaper")
 
@@ -31,23 +35,43 @@ def fail_in_optuna(storage: optuna.storages.BaseStorage, optuna_trial_id: int) -
         pass  # already finished or deleted: nothing to tell
 
 
+class Maintenance:
+    """The reaper every time it is asked, the reconciler at most every `reconcile_seconds`. A database outage
+    is logged once (start and end), never per round; any other error is logged and the next round goes on."""
+
+    def __init__(self, ctx: Context, reconcile_seconds: float, outage: Outage | None = None) -> None:
+        self.ctx = ctx
+        self.reconcile_seconds = reconcile_seconds
+        self.retry = Retry(outage or Outage("database", log), transient_reason)
+        self._last_reconcile = float("-inf")
+
+    def run(self, *, force_reconcile: bool = False) -> Repairs | None:
+        ok, _ = self.retry.once("reaper", reap_once, self.ctx)
+        if not ok:
+            return None
+        now = time.monotonic()
+        if not force_reconcile and now - self._last_reconcile < self.reconcile_seconds:
+            return None
+        self._last_reconcile = now
+        _, repairs = self.retry.once("reconciler", reconcile, self.ctx)
+        return repairs
+
+
 class ReaperThread(threading.Thread):
-    """Runs the reaper every `interval` seconds until stopped. Errors are logged, never fatal."""
+    """Runs the reaper and the reconciler every `interval` seconds until stopped. Never dies of an error."""
 
     def __init__(self, ctx: Context, interval: float) -> None:
         super().__init__(name="stsweep-reaper", daemon=True)
-        self.ctx = ctx
+        self.maintenance = Maintenance(ctx, interval)
         self.interval = interval
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
             try:
-                reap_once(self.ctx)
-            except StsweepError as exc:
-                log.warning("reaper: %s", exc.message)
-            except Exception:  # noqa: BLE001 - a reaper must outlive one bad round
-                log.exception("reaper round failed")
+                self.maintenance.run()
+            except Exception as exc:  # noqa: BLE001 - a reaper must outlive one bad round
+                log.error("reaper round failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -1,8 +1,9 @@
 """A study's reference scores, written by workers: the untrained baseline, and the test-split score of the
-winner (a job claimed once, when the study completes)."""
+winner (a job with a lease, taken by any free worker once the study completes, again if that worker dies)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -33,19 +34,69 @@ class Winner:
     checkpoint_sha256: str
 
 
-def claim_test_split(factory: sessionmaker[Session], study_id: str, metric: str) -> Winner | None:
-    """Take the study's test-split job (only one worker scores the winner, once): the winner to score, or None
-    when the job was already taken or no complete trial has a checkpoint."""
+@dataclass(frozen=True)
+class ScoreJob:
+    """A taken test-split job: score `winner` of `study_id`, then record under `token`."""
+
+    study_id: str
+    token: uuid.UUID
+    winner: Winner
+
+
+# A study has a test split when it names one, or splits one source with a test fraction.
+_HAS_TEST = ("(jsonb_typeof(spec->'data'->'test') = 'object' "
+             "OR coalesce((spec->'data'->'split'->>'test_fraction')::float8, 0) > 0)")
+MAX_TEST_ATTEMPTS = 5
+
+
+def claim_test_split(factory: sessionmaker[Session], lease_seconds: float, study_id: str | None = None
+                     ) -> ScoreJob | None:
+    """Take a completed study's test-split job (that study's, or the oldest one waiting): None when there is
+    none. A job is taken under a lease like a trial; a job whose worker died is taken again once the lease
+    ran out, up to MAX_TEST_ATTEMPTS times. A study without a complete trial with a checkpoint has nothing to
+    score: its job is closed."""
+    token = uuid.uuid4()
     with session_scope(factory) as s:
-        claimed = s.execute(text("UPDATE studies SET test_metric = :metric WHERE id = :sid AND test_metric IS NULL "
-                                 "RETURNING id"), {"sid": study_id, "metric": metric}).first()
+        claimed = s.execute(text(f"""
+            UPDATE studies SET test_lease_token = :token, test_attempts = test_attempts + 1,
+                               test_lease_expires_at = now() + make_interval(secs => :ls)
+            WHERE id = (SELECT id FROM studies
+                        WHERE status = 'completed' AND test_value IS NULL AND {_HAS_TEST}
+                          AND test_attempts < :max
+                          AND (test_lease_expires_at IS NULL OR test_lease_expires_at < now())
+                          AND (CAST(:sid AS text) IS NULL OR id = :sid)
+                        ORDER BY finished_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING id"""), {"token": token, "ls": lease_seconds, "max": MAX_TEST_ATTEMPTS, "sid": study_id}
+        ).first()
         if claimed is None:
             return None
         row = s.execute(text(best_trial_sql("t.number, t.checkpoint_key, t.checkpoint_sha256", with_checkpoint=True)),
-                        {"sid": study_id}).first()
-    return Winner(row.number, row.checkpoint_key, row.checkpoint_sha256) if row else None
+                        {"sid": claimed.id}).first()
+        if row is None:
+            s.execute(text("UPDATE studies SET test_attempts = :max, test_lease_token = NULL WHERE id = :sid"),
+                      {"sid": claimed.id, "max": MAX_TEST_ATTEMPTS})
+            return None
+    return ScoreJob(claimed.id, token, Winner(row.number, row.checkpoint_key, row.checkpoint_sha256))
 
 
-def record_test_value(factory: sessionmaker[Session], study_id: str, value: float) -> None:
+def renew_test_split(factory: sessionmaker[Session], job: ScoreJob, lease_seconds: float) -> bool:
     with session_scope(factory) as s:
-        s.execute(text("UPDATE studies SET test_value = :v WHERE id = :sid"), {"sid": study_id, "v": value})
+        return s.execute(text("UPDATE studies SET test_lease_expires_at = now() + make_interval(secs => :ls) "
+                              "WHERE id = :sid AND test_lease_token = :token AND test_value IS NULL RETURNING id"),
+                         {"sid": job.study_id, "token": job.token, "ls": lease_seconds}).first() is not None
+
+
+def record_test_value(factory: sessionmaker[Session], job: ScoreJob, metric: str, value: float) -> bool:
+    """Record the score under the job's lease (False: another worker holds the job now, or it is done)."""
+    with session_scope(factory) as s:
+        return s.execute(text("UPDATE studies SET test_value = :v, test_metric = :metric, test_lease_expires_at = NULL "
+                              "WHERE id = :sid AND test_lease_token = :token AND test_value IS NULL RETURNING id"),
+                         {"sid": job.study_id, "token": job.token, "v": value, "metric": metric}).first() is not None
+
+
+def awaiting_test_score(factory: sessionmaker[Session], study_id: str) -> bool:
+    """Whether the study still waits for its test-split score (taken or not)."""
+    with session_scope(factory) as s:
+        return bool(s.execute(text(f"SELECT status = 'completed' AND test_value IS NULL AND {_HAS_TEST} "
+                                   "AND test_attempts < :max FROM studies WHERE id = :sid"),
+                              {"sid": study_id, "max": MAX_TEST_ATTEMPTS}).scalar_one_or_none())

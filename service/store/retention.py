@@ -3,15 +3,36 @@ checkpoint of a trial that ended, and nothing once the study is deleted."""
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from sqlalchemy import text
 
 from service.context import Context
 from service.store.db import session_scope
 from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
 
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
 
 def study_prefix(study_id: str) -> str:
     return f"studies/{study_id}/"
+
+
+def attempt_prefix(study_id: str, number: int, lease_token: uuid.UUID) -> str:
+    """Where one attempt (one lease) of a trial writes: every object it stores is under its own folder, so
+    no other attempt's write or delete can touch it (`.../trials/3/<lease hex>/resume-512.tar`, `final.tar`)."""
+    return f"{study_prefix(study_id)}trials/{number}/{lease_token.hex}"
+
+
+def attempt_of(study_id: str, key: str) -> tuple[int, str] | None:
+    """(trial number, lease hex) of an object written under `attempt_prefix`, else None."""
+    parts = key.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}/" != study_prefix(study_id) or parts[2] != "trials":
+        return None
+    if not parts[3].isdigit() or not _HEX32.fullmatch(parts[4]):
+        return None
+    return int(parts[3]), parts[4]
 
 
 def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:

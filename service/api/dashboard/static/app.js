@@ -251,7 +251,7 @@ async function workersPage() {
   const body = el("tbody");
   $("#app").append(el("div", { class: "stack" }, el("h1", { text: "Workers" }),
     el("div", { class: "card table-card" }, el("div", { class: "table-scroll" }, el("table", { id: "workers-table" },
-      el("thead", {}, el("tr", {}, ["Host", "Device", "Status", "Current trial", "Last heartbeat", "Trials done", "Up since"].map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, ["Host", "Device", "Scheduler job", "Status", "Current trial", "Last heartbeat", "Trials done", "Up since"].map((h) => el("th", { text: h })))),
       body)))));
   async function refresh() {
     const data = await api("/v1/workers");
@@ -259,13 +259,15 @@ async function workersPage() {
     body.replaceChildren(...(data.items.length ? data.items.map((w) => el("tr", { dataset: { workerId: w.id } },
       el("td", {}, el("strong", { text: w.host }), el("div", { class: "muted small", text: `pid ${w.pid}` })),
       el("td", {}, el("code", { text: w.device })),
+      el("td", { class: "scheduler" }, w.scheduler_job ? [el("code", { text: w.scheduler_task != null ? `${w.scheduler_job}_${w.scheduler_task}` : w.scheduler_job }),
+        el("div", { class: "muted small", text: w.scheduler === "slurm" ? "SLURM" : String(w.scheduler || "") })] : el("span", { class: "muted", text: "—" })),
       el("td", {}, badge(w.status)),
       el("td", {}, w.current_trial ? [el("a", { href: `#/studies/${w.current_trial.study_id}` }, `${w.current_trial.study_id} #${w.current_trial.number}`),
         el("div", { class: "muted small", text: `${fmtExamples(w.current_trial.examples_seen)} / ${fmtExamples(w.current_trial.planned_examples)} examples` })] : el("span", { class: "muted", text: "—" })),
       el("td", { class: w.heartbeat_age_seconds > 60 && w.status !== "stopped" ? "error" : "" }, `${fmtDuration(w.heartbeat_age_seconds)} ago`),
       el("td", { class: "num" }, String(w.trials_done)),
       el("td", { class: "small muted" }, new Date(w.started_at).toLocaleString()),
-    )) : [el("tr", {}, el("td", { colspan: 7, class: "empty", text: "No workers registered. Start one with `stsweep worker`." }))]));
+    )) : [el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No workers registered. Start one with `stsweep worker`." }))]));
   }
   await refresh();
   setLive(true);

@@ -1,0 +1,196 @@
+"""Every status each operation can answer, in the OpenAPI, derived in one place.
+
+FastAPI documents a route's success status and a 422. The server sends more: the request guard (guard.py)
+answers 401 and 413 in front of every route, the error mapping (errors.py) turns domain errors into 404, 409,
+416, 503 and anything unexpected into 500, and a method a path does not take is a 405. This module adds them to
+the generated document, each with the shared error schema (`ErrorBody`, service/core/schemas.py), from:
+
+- the guard's own rules: every path but the public ones (health, dashboard page and assets) needs a token
+  (401; 503 when the database behind the token check is down); every body is size-limited (413) and, as JSON,
+  depth-limited (422), on every path;
+- the operation itself: path parameters (404), a JSON body (400: unreadable);
+- `ROUTE_STATUSES`, the few statuses only some routes answer (409s, the idempotent 200s, 206 / 416).
+
+Routes carry no per-route copies of these.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import FastAPI
+
+from service.api.guard import PUBLIC_PATHS, PUBLIC_PREFIXES, UPLOAD_PATHS
+from service.core.schemas import ErrorBody
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+ERROR_REF = "#/components/schemas/ErrorBody"
+SECURITY_SCHEME = "HTTPBearer"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A status only some operations answer. `success`: its body is that of the operation's own success answer
+    (a replayed POST, a partial download); otherwise it is an `ErrorBody`."""
+
+    description: str
+    kind: Literal["error", "success"] = "error"
+
+
+_STATE_CONFLICT = Extra("The study's state does not allow this change (e.g. resume a completed study).")
+
+ROUTE_STATUSES: dict[tuple[str, str], dict[int, Extra]] = {
+    ("GET", "/readyz"): {503: Extra("The database cannot be reached.")},
+    ("POST", "/v1/studies"): {
+        200: Extra("The same body with the same Idempotency-Key was submitted before: that study, unchanged.",
+                   "success"),
+        409: Extra("The Idempotency-Key was already used with a different study body."),
+    },
+    ("POST", "/v1/studies/{study_id}/pause"): {409: _STATE_CONFLICT},
+    ("POST", "/v1/studies/{study_id}/resume"): {409: _STATE_CONFLICT},
+    ("POST", "/v1/studies/{study_id}/stop"): {409: _STATE_CONFLICT},
+    ("POST", "/v1/datasets"): {
+        200: Extra("These bytes were uploaded before: the existing data set (same id, one copy).", "success"),
+        409: Extra("These bytes are already a data set read with other options (format, task, columns)."),
+    },
+    ("DELETE", "/v1/datasets/{dataset_id}"): {409: Extra("A study references the data set.")},
+    **{(method, path): {
+        206: Extra("The requested byte range (`Content-Range` says which).", "success"),
+        416: Extra("The Range does not overlap the checkpoint."),
+    } for method in ("GET", "HEAD")
+        for path in ("/v1/studies/{study_id}/best-checkpoint", "/v1/studies/{study_id}/trials/{number}/checkpoint")},
+}
+
+_DESCRIPTIONS = {
+    400: "The JSON body could not be read (e.g. it is not UTF-8).",
+    401: "No token, or not a valid one. Checked before anything else about the request (body, path ids).",
+    404: "No such resource (an id not shaped like one is simply not found); `field` names the id.",
+    405: "A method this path does not take; `Allow` lists those it does.",
+    413: "The request body is over STSWEEP_MAX_JSON_BODY_BYTES (the limit is in the message); the server stops "
+         "reading and closes the connection.",
+    422: "A parameter, header or body value is wrong; `field` names it, `details` lists every one. (The guard "
+         "refuses a JSON body nested too deep on every path, before any route reads it.)",
+    500: "An unexpected error (nothing about it is shown); the connection is closed.",
+    503: "The database (`database_unavailable`) or the artifact store (`storage_unavailable`) cannot be "
+         "reached; try again.",
+}
+_UPLOAD_413 = ("The upload is over STSWEEP_MAX_UPLOAD_BYTES, or decodes past a limit on rows, columns, cell or "
+               "decoded size (the limit is in the message); the server stops reading and closes the connection.")
+
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": True, "description": "`Bearer`", "schema": {"type": "string"}}},
+    405: {"Allow": {"required": True, "description": "the methods this path takes",
+                    "schema": {"type": "string"}}},
+    413: {"Connection": {"description": "`close`", "schema": {"type": "string"}}},
+    500: {"Connection": {"description": "`close`", "schema": {"type": "string"}}},
+}
+
+
+def is_guarded(path: str) -> bool:
+    """Whether the request guard asks a token for this path (the API docs are not operations)."""
+    return not (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
+
+
+def operation_statuses(method: str, path: str, operation: dict[str, Any]) -> dict[int, str]:
+    """Every error status `operation` can answer besides its own success, with a description; the success
+    statuses of `ROUTE_STATUSES` too."""
+    params = operation.get("parameters", [])
+    body = operation.get("requestBody", {})
+    out: dict[int, str] = {405: _DESCRIPTIONS[405], 422: _DESCRIPTIONS[422], 500: _DESCRIPTIONS[500]}
+    out[413] = _UPLOAD_413 if path in UPLOAD_PATHS else _DESCRIPTIONS[413]
+    if is_guarded(path):
+        out[401] = _DESCRIPTIONS[401]
+        out[503] = _DESCRIPTIONS[503]
+    if any(p.get("in") == "path" for p in params):
+        out[404] = _DESCRIPTIONS[404]
+    if "application/json" in body.get("content", {}):
+        out[400] = _DESCRIPTIONS[400]
+    for status, extra in ROUTE_STATUSES.get((method.upper(), path), {}).items():
+        out[status] = extra.description
+    return dict(sorted(out.items()))
+
+
+def _success_response(operation: dict[str, Any]) -> dict[str, Any]:
+    codes = sorted(c for c in operation.get("responses", {}) if c.isdigit() and c.startswith("2"))
+    if not codes:
+        raise ValueError(f"operation {operation.get('operationId')} documents no success status")
+    return operation["responses"][codes[0]]
+
+
+def _error_response(status: int, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description,
+                                "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+    if status in _HEADERS:
+        response["headers"] = copy.deepcopy(_HEADERS[status])
+    return response
+
+
+def _add_error_schema(doc: dict[str, Any]) -> None:
+    schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas["ErrorBody"] = schema
+
+
+def _drop_unused_schemas(doc: dict[str, Any], names: tuple[str, ...]) -> None:
+    """FastAPI's own 422 schemas, once nothing refers to them any more."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    dropped = True
+    while dropped:
+        dropped = False
+        for name in [n for n in names if n in schemas]:
+            others = {k: v for k, v in schemas.items() if k != name}
+            if f'"#/components/schemas/{name}"' not in json.dumps([doc.get("paths", {}), others]):
+                del schemas[name]
+                dropped = True
+
+
+def with_every_status(source: dict[str, Any]) -> dict[str, Any]:
+    """A copy of FastAPI's document with every status each operation can answer."""
+    doc = copy.deepcopy(source)
+    _add_error_schema(doc)
+    seen: set[tuple[str, str]] = set()
+    for path, item in doc.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            seen.add((method.upper(), path))
+            responses = operation.setdefault("responses", {})
+            success = _success_response(operation)
+            extras = ROUTE_STATUSES.get((method.upper(), path), {})
+            for status, description in operation_statuses(method, path, operation).items():
+                extra = extras.get(status)
+                if extra is not None and extra.kind == "success":
+                    responses[str(status)] = {**copy.deepcopy(success), "description": description}
+                else:
+                    responses[str(status)] = _error_response(status, description)
+            operation["responses"] = dict(sorted(responses.items()))
+            if is_guarded(path):
+                operation["security"] = [{SECURITY_SCHEME: []}]
+                doc["components"].setdefault("securitySchemes", {}).setdefault(
+                    SECURITY_SCHEME, {"type": "http", "scheme": "bearer"})
+    missing = set(ROUTE_STATUSES) - seen
+    if missing:
+        raise ValueError(f"ROUTE_STATUSES names operations the app does not have: {sorted(missing)}")
+    _drop_unused_schemas(doc, ("HTTPValidationError", "ValidationError"))
+    return doc
+
+
+def install(app: FastAPI) -> None:
+    """Serve `with_every_status` of FastAPI's document at /openapi.json (rebuilt when the routes change). Call
+    after every router is included."""
+    generate = app.openapi
+    cache: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        source = generate()  # FastAPI's own, cached until the routes change
+        if cache.get("source") is not source:
+            cache["doc"] = with_every_status(source)
+            cache["source"] = source
+        doc: dict[str, Any] = cache["doc"]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

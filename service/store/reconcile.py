@@ -1,0 +1,309 @@
+"""One reconciler, run with the reaper: it makes Optuna's trials and the artifact store agree with our tables
+after any fault (a worker killed between two writes, a database or Optuna outage, a stale attempt).
+
+Per study (active, paused, stopped, or finished in the last day), Optuna's RUNNING trials are read first and our
+rows second, so a trial created meanwhile is simply left for the next round:
+
+- an Optuna trial whose slot of ours finished (complete, pruned, failed: a worker died between our write and
+  Optuna's `tell`, or the reaper failed it) is ended in Optuna the same way;
+- an orphan (created for a slot that never recorded it: the attempt died right after asking) goes back to its
+  slot when that slot has none (the slot keeps its Optuna trial, and with it its enqueued configuration), and
+  is failed only when the slot has another one or cannot run any more; an orphan whose attempt still holds
+  the lease is left alone (it is being recorded);
+- in a study that cannot run any more, no Optuna trial stays RUNNING;
+- an object under a study's `trials/` folder that no row names and no live lease is writing (a stale or dead
+  attempt's upload) is deleted, and what a dead worker left undone (retention, resumable checkpoints of ended
+  trials) is done.
+
+Only one process reconciles at a time (a PostgreSQL advisory lock); every repair is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import text
+
+from service.context import Context
+from service.core.errors import StorageError
+from service.store import optuna_bridge, queue, retention
+from service.store.db import session_scope
+from service.store.lifecycle import ACTIVE_STUDY
+
+log = logging.getLogger("stsweep.reconcile")
+
+LOCK_NAME = "stsweep-reconcile"
+RECENT = "interval '1 day'"  # finished studies are checked this long after they finish
+
+
+@dataclass
+class Repairs:
+    told: list[str] = field(default_factory=list)  # "study #n: RUNNING -> COMPLETE"
+    adopted: list[str] = field(default_factory=list)
+    failed_orphans: list[str] = field(default_factory=list)
+    deleted_objects: list[str] = field(default_factory=list)
+    locked_out: bool = False  # another process was reconciling
+
+    def __bool__(self) -> bool:
+        return bool(self.told or self.adopted or self.failed_orphans or self.deleted_objects)
+
+
+@contextmanager
+def _exclusive(ctx: Context) -> Iterator[bool]:
+    """Whether this process holds the reconciler's advisory lock (held on one connection for the round)."""
+    with ctx.engine.connect() as conn:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": LOCK_NAME}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": LOCK_NAME})
+                    conn.commit()
+                except Exception:  # noqa: BLE001 - a broken connection drops the lock with it
+                    conn.invalidate()
+
+
+@dataclass(frozen=True)
+class _Study:
+    id: str
+    optuna_name: str
+    status: str
+    keep_top_k: int
+
+    @property
+    def can_run(self) -> bool:
+        return self.status in ("queued", "running", "paused", "stopped")
+
+
+def reconcile(ctx: Context, *, orphan_grace_seconds: float | None = None, collect_objects: bool = True) -> Repairs:
+    """One round over every study that may need it. `orphan_grace_seconds`: how old an Optuna trial without
+    our tags must be before it is failed (default: twice the lease)."""
+    grace = orphan_grace_seconds if orphan_grace_seconds is not None else 2 * ctx.settings.lease_seconds
+    repairs = Repairs()
+    with _exclusive(ctx) as mine:
+        if not mine:
+            repairs.locked_out = True
+            return repairs
+        for study in _studies(ctx):
+            reconcile_study(ctx, study.id, repairs, grace=grace, collect_objects=collect_objects)
+    return repairs
+
+
+def _studies(ctx: Context) -> list[_Study]:
+    with session_scope(ctx.sessions) as s:
+        rows = s.execute(text(f"""
+            SELECT id, optuna_study_name, status, coalesce((spec->>'keep_top_k')::int, 3) AS keep_top_k
+            FROM studies
+            WHERE status IN {ACTIVE_STUDY} OR status IN ('paused', 'stopped')
+               OR finished_at > now() - {RECENT}
+            ORDER BY created_at
+        """)).all()
+    return [_Study(r.id, r.optuna_study_name, r.status, r.keep_top_k) for r in rows]
+
+
+def _study(ctx: Context, study_id: str) -> _Study | None:
+    with session_scope(ctx.sessions) as s:
+        r = s.execute(text("SELECT id, optuna_study_name, status, coalesce((spec->>'keep_top_k')::int, 3) AS k "
+                           "FROM studies WHERE id = :id"), {"id": study_id}).first()
+    return _Study(r.id, r.optuna_study_name, r.status, r.k) if r else None
+
+
+def reconcile_study(ctx: Context, study_id: str, repairs: Repairs | None = None, *, grace: float = 120.0,
+                    collect_objects: bool = True) -> Repairs:
+    """Repair one study (see the module docstring). Safe to run beside live workers."""
+    repairs = repairs if repairs is not None else Repairs()
+    study = _study(ctx, study_id)
+    if study is None:
+        return repairs
+    storage = ctx.optuna_storage
+    try:
+        optuna_id = storage.get_study_id_from_name(study.optuna_name)
+    except KeyError:
+        return repairs
+    running = storage.get_all_trials(optuna_id, deepcopy=False, states=(TrialState.RUNNING,))
+    rows = _rows(ctx, study_id)
+    by_otid = {r.optuna_trial_id: r for r in rows if r.optuna_trial_id is not None}
+    by_id = {r.id: r for r in rows}
+    label = f"study {study_id}"
+    for t in running:
+        row = by_otid.get(t._trial_id)
+        if row is not None:
+            _end_like_ours(ctx, storage, t, row, study, repairs, label)
+            continue
+        _orphan(ctx, storage, t, by_id, study, repairs, label, grace)
+    try:
+        _finish_left_over_work(ctx, study, rows)
+    except StorageError as exc:
+        log.warning("%s: clean-up postponed, the artifact store failed (%s)", label, exc.message)
+    if collect_objects:
+        collect_orphan_objects(ctx, study_id, repairs)
+    return repairs
+
+
+def _rows(ctx: Context, study_id: str) -> list[Any]:
+    with session_scope(ctx.sessions) as s:
+        return list(s.execute(text("""
+            SELECT t.id, t.number, t.state, t.optuna_trial_id, t.value, t.lease_token, t.failure_reason,
+                   t.resume_key, t.checkpoint_key,
+                   (SELECT iv.value FROM intermediate_values iv WHERE iv.trial_id = t.id
+                    ORDER BY iv.examples_seen DESC LIMIT 1) AS last_value
+            FROM trials t WHERE t.study_id = :sid
+        """), {"sid": study_id}).all())
+
+
+def _set_state(storage: optuna.storages.BaseStorage, trial_id: int, state: TrialState,
+               values: list[float] | None = None) -> bool:
+    try:
+        return bool(storage.set_trial_state_values(trial_id, state, values))
+    except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
+        return False  # ended meanwhile (by the worker's own tell): nothing to repair
+
+
+def _end_like_ours(ctx: Context, storage: optuna.storages.BaseStorage, t: Any, row: Any, study: _Study,
+                   repairs: Repairs, label: str) -> None:
+    ours = queue.reported_values(ctx.sessions, row.id)
+    if any(t.intermediate_values.get(step) != v for step, v in ours.items()):
+        added = optuna_bridge.sync_points(storage, t._trial_id, ours)
+        if added:
+            repairs.told.append(f"{label} #{row.number}: {added} intermediate value(s) Optuna lacked")
+    if row.state == "running" or (row.state == "queued" and study.can_run):
+        return  # in flight, or waiting for its next attempt
+    if row.state == "complete" and row.value is not None and math.isfinite(row.value):
+        state, values = TrialState.COMPLETE, [float(row.value)]
+    elif row.state == "pruned":
+        state = TrialState.PRUNED
+        values = [float(row.last_value)] if row.last_value is not None and math.isfinite(row.last_value) else None
+    else:
+        state, values = TrialState.FAIL, None
+    if _set_state(storage, t._trial_id, state, values):
+        repairs.told.append(f"{label} #{row.number}: Optuna trial {t.number} RUNNING -> {state.name}")
+        log.warning("%s #%d: Optuna trial %d was still RUNNING; now %s like ours (%s)", label, row.number,
+                    t.number, state.name, row.state)
+
+
+def _orphan(ctx: Context, storage: optuna.storages.BaseStorage, t: Any, by_id: dict[int, Any], study: _Study,
+            repairs: Repairs, label: str, grace: float) -> None:
+    attrs = t.system_attrs
+    slot_id = attrs.get(optuna_bridge.SLOT_ATTR)
+    slot = by_id.get(slot_id) if slot_id is not None else None
+    if slot is None:
+        if slot_id is None and not _older_than(t.datetime_start, grace):
+            return  # untagged and young: someone else's ask in flight
+    elif slot.state == "running" and slot.optuna_trial_id is None:
+        return  # that slot's attempt (this lease's or the next one) records it, or adopts it, itself
+    elif slot.state == "queued" and slot.optuna_trial_id is None and study.can_run:
+        if _adopt(ctx, slot.id, t._trial_id):
+            repairs.adopted.append(f"{label} #{slot.number}: Optuna trial {t.number}")
+            log.warning("%s #%d: Optuna trial %d (asked by an attempt that died before recording it) goes back "
+                        "to its slot", label, slot.number, t.number)
+        return
+    if _set_state(storage, t._trial_id, TrialState.FAIL):
+        repairs.failed_orphans.append(f"{label}: Optuna trial {t.number}")
+        log.warning("%s: Optuna trial %d belongs to no slot (its slot has another one or cannot run): failed",
+                    label, t.number)
+
+
+def _older_than(started: datetime | None, seconds: float) -> bool:
+    return started is None or datetime.now() - started > timedelta(seconds=seconds)
+
+
+def _adopt(ctx: Context, trial_row_id: int, optuna_trial_id: int) -> bool:
+    with session_scope(ctx.sessions) as s:
+        return s.execute(text("UPDATE trials SET optuna_trial_id = :otid WHERE id = :tid AND state = 'queued' "
+                              "AND optuna_trial_id IS NULL RETURNING id"),
+                         {"tid": trial_row_id, "otid": optuna_trial_id}).first() is not None
+
+
+def _finish_left_over_work(ctx: Context, study: _Study, rows: list[Any]) -> None:
+    """What a worker does after a trial ends, in case the one that ended it died first."""
+    for r in rows:
+        if r.resume_key is not None and r.state in ("complete", "pruned", "failed"):
+            retention.drop_resume_checkpoint(ctx, r.id)
+    if study.status == "completed" or any(r.state == "complete" for r in rows):
+        retention.apply(ctx, study.id, study.keep_top_k)
+
+
+def collect_orphan_objects(ctx: Context, study_id: str, repairs: Repairs | None = None) -> list[str]:
+    """Delete the objects under the study's trials/ folder that no row names and no live lease may still
+    record. The listing comes before the rows are read, so an object uploaded meanwhile is never judged on
+    rows older than it."""
+    prefix = f"{retention.study_prefix(study_id)}trials"
+    try:
+        keys = ctx.artifacts.list_keys(prefix)
+    except StorageError as exc:
+        log.warning("study %s: cannot list artifacts (%s); orphans are collected later", study_id, exc.message)
+        return []
+    if not keys:
+        return []
+    with session_scope(ctx.sessions) as s:
+        rows = s.execute(text("SELECT number, state, lease_token, resume_key, checkpoint_key FROM trials "
+                              "WHERE study_id = :sid"), {"sid": study_id}).all()
+    named = {k for r in rows for k in (r.resume_key, r.checkpoint_key) if k}
+    live = {(r.number, r.lease_token.hex) for r in rows if r.state == "running" and r.lease_token is not None}
+    deleted = []
+    for key in keys:
+        if key in named:
+            continue
+        owner = retention.attempt_of(study_id, key)
+        if owner is not None and owner in live:
+            continue  # a live attempt's upload, not recorded yet
+        try:
+            ctx.artifacts.delete(key)
+        except StorageError as exc:
+            log.warning("study %s: cannot delete orphan %s (%s)", study_id, key, exc.message)
+            continue
+        deleted.append(key)
+    if deleted:
+        log.info("study %s: deleted %d object(s) of dead or stale attempts", study_id, len(deleted))
+        if repairs is not None:
+            repairs.deleted_objects.extend(deleted)
+    return deleted
+
+
+# ---------------------------------------------------------------- checking (for tests and operators)
+
+_OURS_TO_OPTUNA = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL,
+                   "running": TrialState.RUNNING, "queued": TrialState.RUNNING}
+
+
+def disagreements(ctx: Context, study_id: str) -> list[str]:
+    """Every way Optuna's trials disagree with ours (empty: they agree): each of our trials with an Optuna
+    trial has the matching state (a queued one keeps a RUNNING trial for its next attempt; a trial that ran out
+    of memory is PRUNED and infeasible in Optuna, FAIL also accepted), no Optuna trial is RUNNING that no
+    running or queued slot of ours holds, and none belongs to no slot."""
+    study = _study(ctx, study_id)
+    assert study is not None, study_id
+    storage = ctx.optuna_storage
+    trials = {t._trial_id: t for t in storage.get_all_trials(storage.get_study_id_from_name(study.optuna_name),
+                                                               deepcopy=False)}
+    problems = []
+    referenced = set()
+    for r in _rows(ctx, study_id):
+        if r.optuna_trial_id is None:
+            if r.state not in ("queued", "failed"):
+                problems.append(f"#{r.number} is {r.state} without an Optuna trial")
+            continue
+        referenced.add(r.optuna_trial_id)
+        t = trials.get(r.optuna_trial_id)
+        if t is None:
+            problems.append(f"#{r.number}: Optuna trial {r.optuna_trial_id} does not exist")
+            continue
+        expected = {_OURS_TO_OPTUNA[r.state]}
+        if r.state == "failed" and (r.failure_reason or "").startswith("out of memory"):
+            expected.add(TrialState.PRUNED)
+        if t.state not in expected:
+            problems.append(f"#{r.number} is {r.state}, its Optuna trial {t.number} is {t.state.name}")
+    for t in trials.values():
+        if t._trial_id not in referenced and t.state != TrialState.WAITING:
+            problems.append(f"Optuna trial {t.number} ({t.state.name}) belongs to no trial of ours")
+    return problems
