@@ -4,8 +4,6 @@ store, and the `stsweep token create / ls / revoke` commands run as the installe
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,8 +15,8 @@ from service.context import Context
 from service.core.errors import InvalidInput, NotFound, Unauthorized
 from service.store.db import session_scope
 from service.store.tokens import create_token, hash_token, list_tokens, revoke_token, verify_token
+from tests.test_cli import ok, one_line_error, stsweep
 
-STSWEEP = Path(sys.executable).parent / "stsweep"
 FIELDS = {"id", "name", "created_at", "last_used_at", "expires_at", "revoked_at"}
 
 
@@ -145,26 +143,6 @@ def db_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     env.update(HOME=str(home), COLUMNS="200", NO_COLOR="1", TERM="dumb", STSWEEP_DATABASE_URL=database_url,
                STSWEEP_HOME=str(tmp_path / "stsweep-home"))
     return env
-
-
-def stsweep(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(STSWEEP), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r.stdout
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert r.returncode == code, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    assert "Traceback" not in r.stderr + r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def test_cli_token_create_ls_revoke(db_env: dict[str, str], ctx: Context, tmp_path: Path) -> None:
