@@ -11,7 +11,8 @@ prints:
 - training examples redone because of faults: for every attempt that lost its lease, the examples it had trained
   past its last resumable checkpoint (from the trial's history), as a share of all examples trained;
 - recovery time after each fault (median, max): from the kill, or from the database being back, until every trial
-  that was training then is training again past the point it had reached (or has finished);
+  that was training then trains again (past the point it had reached under its lease, or past its checkpoint under
+  the next attempt's), or has finished;
 - the cost of one resumable checkpoint (trainer save + upload, from the workers' logs), and the checkpoint
   interval that cost suggests.
 
@@ -116,7 +117,7 @@ class Fault:
     kind: str  # "kill" | "db restart"
     at: float  # when recovery is timed from (the kill; the database back up)
     detail: str
-    watch: dict[int, int] = field(default_factory=dict)  # trial id -> examples_seen reached at the fault
+    watch: dict[int, tuple[str, int]] = field(default_factory=dict)  # trial id -> (lease, examples_seen) then
     recovered_at: float | None = None
 
     @property
@@ -133,26 +134,37 @@ def query(ctx: Context, sql: str, **params: Any) -> list[Any] | None:
         return None
 
 
-def training(ctx: Context) -> dict[int, tuple[int, int]]:
-    """Trials training now: trial id -> (worker pid, examples_seen)."""
-    got = query(ctx, """SELECT t.id, w.pid, t.examples_seen FROM trials t JOIN workers w ON w.id = t.worker_id
+def training(ctx: Context) -> dict[int, tuple[int, str, int]]:
+    """Trials training now: trial id -> (worker pid, lease, examples_seen)."""
+    got = query(ctx, """SELECT t.id, w.pid, CAST(t.lease_token AS text) AS lease, t.examples_seen
+                        FROM trials t JOIN workers w ON w.id = t.worker_id
                         WHERE t.state = 'running' AND t.examples_seen > 0 AND t.lease_expires_at > now()""")
-    return {r.id: (r.pid, r.examples_seen) for r in got or []}
+    return {r.id: (r.pid, r.lease, r.examples_seen) for r in got or []}
 
 
 def check_recovery(ctx: Context, faults: list[Fault]) -> None:
+    """A fault is recovered from once every trial that was training then trains again: under the same lease past
+    the point it had reached (an outage it rode out), or under a new lease past the checkpoint it resumed from
+    (its next attempt), or it has finished."""
     open_ = [f for f in faults if f.recovered_at is None and f.at <= time.monotonic()]
     if not open_:
         return
-    got = query(ctx, "SELECT id, state, examples_seen, lease_expires_at > now() AS live FROM trials")
+    got = query(ctx, """SELECT id, state, examples_seen, coalesce(resume_examples, 0) AS resumed,
+                               CAST(lease_token AS text) AS lease, lease_expires_at > now() AS live FROM trials""")
     if got is None:
         return
     now = {r.id: r for r in got}
+
+    def back(trial: int, lease: str, reached: int) -> bool:
+        r = now[trial]
+        if r.state in ("complete", "pruned", "failed"):
+            return True
+        if r.state != "running" or not r.live:
+            return False
+        return r.examples_seen > (reached if r.lease == lease else r.resumed)
+
     for f in open_:
-        done = all(now[t].state in ("complete", "pruned", "failed") or
-                   (now[t].state == "running" and now[t].live and now[t].examples_seen > reached)
-                   for t, reached in f.watch.items() if t in now)
-        if done:
+        if all(back(t, lease, reached) for t, (lease, reached) in f.watch.items() if t in now):
             f.recovered_at = time.monotonic()
 
 
@@ -231,10 +243,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() < next_fault or kills >= args.kills and db_restarts >= args.db_restarts:
                 continue
             now_training = training(ctx)
-            if kills in restarts_at and db_restarts < len(restarts_at) and now_training:
+            if kills in restarts_at and db_restarts < args.db_restarts and now_training:
                 longer = db_restarts % 2 == 1
                 down = args.lease + 10 if longer else max(2.0, args.lease / 3)
-                watch = {t: seen for t, (_pid, seen) in now_training.items()}
+                watch = {t: (lease, seen) for t, (_pid, lease, seen) in now_training.items()}
                 cluster.stop()
                 time.sleep(down)
                 cluster.start()
@@ -244,11 +256,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 restarts_at.discard(kills)
             elif now_training and kills < args.kills:
                 alive = set(children(sup.pid))
-                mine = [(t, pid, seen) for t, (pid, seen) in now_training.items() if pid in alive]
+                mine = [(t, pid, lease, seen) for t, (pid, lease, seen) in now_training.items() if pid in alive]
                 if mine:
-                    trial, pid, seen = rng.choice(mine)
+                    trial, pid, lease, seen = rng.choice(mine)
                     if subprocess.run(["kill", "-9", str(pid)], capture_output=True).returncode == 0:
-                        faults.append(Fault("kill", time.monotonic(), f"pid {pid} at {seen} examples", {trial: seen}))
+                        faults.append(Fault("kill", time.monotonic(), f"pid {pid} at {seen} examples",
+                                            {trial: (lease, seen)}))
             next_fault = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
         deadline = time.monotonic() + 120  # the last faults' recovery, and the test-split score
         while time.monotonic() < deadline and (any(f.recovered_at is None for f in faults) or not query(
