@@ -19,7 +19,7 @@ prints:
 Data: random (seeded) subsets of STS-b read from ../shared/data/stsbenchmark (tab-separated, no header, score in
 column 5, sentences in 6 and 7, read with csv.QUOTE_NONE). A measurement, not a test: it exits 0 either way.
 
-    .venv/bin/python bench/faults.py [--trials 10] [--train 800] [--kills 20] [--db-restarts 3]
+    .venv/bin/python bench/faults.py [--trials 10] [--train 640] [--every 64] [--kills 20] [--db-restarts 3]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -55,6 +56,8 @@ from service.store import migrate, optuna_bridge, reconcile, studies  # noqa: E4
 from service.store.db import session_scope  # noqa: E402
 
 STSB = ROOT.parent / "shared" / "data" / "stsbenchmark"
+# The newest PostgreSQL installed the Debian way (pg_createcluster needs its major version).
+PG = str(max((int(p.name) for p in Path("/usr/lib/postgresql").glob("*") if p.name.isdigit()), default=15))
 CHECKPOINT_LINE = re.compile(r"resumable checkpoint at (\d+) examples \((\d+) MiB, ([0-9.]+) s\)")
 
 
@@ -93,20 +96,20 @@ class Cluster:
         subprocess.run(list(args), check=True, capture_output=True)
 
     def create(self) -> None:
-        self.run("pg_createcluster", "15", self.name, "-p", str(self.port), "--", "--auth=trust")
+        self.run("pg_createcluster", PG, self.name, "-p", str(self.port), "--", "--auth=trust")
         self.start()
         self.run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q", "-c", "CREATE DATABASE stsweep")
         migrate.upgrade(self.url)
         optuna_bridge.ensure_schema(self.url, "optuna")
 
     def start(self) -> None:
-        self.run("pg_ctlcluster", "15", self.name, "start")
+        self.run("pg_ctlcluster", PG, self.name, "start")
 
     def stop(self) -> None:
-        self.run("pg_ctlcluster", "15", self.name, "stop", "-m", "fast")
+        self.run("pg_ctlcluster", PG, self.name, "stop", "-m", "fast")
 
     def drop(self) -> None:
-        subprocess.run(["pg_dropcluster", "--stop", "15", self.name], capture_output=True)
+        subprocess.run(["pg_dropcluster", "--stop", PG, self.name], capture_output=True)
 
 
 # ---------------------------------------------------------------- faults and recovery
@@ -277,10 +280,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 sup.kill()
     result = measure(ctx, study_id, faults, log_path.read_text(errors="replace"), wall, args, sizes)
-    result["work_dir"] = str(work)
     ctx.close()
     optuna_bridge.storage.cache_clear()
     cluster.drop()
+    if args.keep:
+        result["work_dir"] = str(work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -326,6 +332,8 @@ def measure(ctx: Context, study_id: str, faults: list[Fault], log: str, wall: fl
                              "kill_median": _median(f.recovery for f in faults if f.kind == "kill"),
                              "db_restart": [round(f.recovery, 1) if f.recovery is not None else None
                                             for f in faults if f.kind == "db restart"]},
+        "faults": [{"kind": f.kind, "detail": f.detail, "recovery": round(f.recovery, 1) if f.recovery else None}
+                   for f in faults],
         "checkpoint": {"n": len(costs), "mib": _median(float(m) for m, _ in costs),
                        "seconds_median": _median(seconds), "seconds_max": max(seconds) if seconds else None},
         "study": {"status": study.status if study else None, "best": best.v if best else None,
@@ -376,20 +384,21 @@ def report(r: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--train", type=int, default=800, help="random STS-b train pairs")
+    ap.add_argument("--train", type=int, default=640, help="random STS-b train pairs")
     ap.add_argument("--eval", type=int, default=400, help="random STS-b dev pairs")
-    ap.add_argument("--eval-samples", type=int, default=200, help="the eval subset of each evaluation")
+    ap.add_argument("--eval-samples", type=int, default=100, help="the eval subset of each evaluation")
     ap.add_argument("--test", type=int, default=400)
-    ap.add_argument("--every", type=int, default=128, help="evaluate every N training examples")
+    ap.add_argument("--every", type=int, default=64, help="evaluate every N training examples")
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--db-restarts", type=int, default=3)
     ap.add_argument("--kill-every", type=float, default=40.0, help="mean seconds between faults")
     ap.add_argument("--lease", type=float, default=20.0)
     ap.add_argument("--heartbeat", type=float, default=4.0)
-    ap.add_argument("--checkpoint-every", type=float, default=20.0)
-    ap.add_argument("--max-attempts", type=int, default=10)
+    ap.add_argument("--checkpoint-every", type=float, default=10.0)
+    ap.add_argument("--max-attempts", type=int, default=25)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (data, artifacts, workers.log)")
     args = ap.parse_args()
     result = run(args)
     report(result)

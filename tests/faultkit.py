@@ -23,7 +23,13 @@ from service.store import migrate, optuna_bridge, reconcile, studies
 from service.store.db import session_scope
 from tests.pairs import pair_rows, write_jsonl
 
-PG_VERSION = "15"
+def _pg_version() -> str:
+    """The newest PostgreSQL major version installed the Debian way (/usr/lib/postgresql/<version>)."""
+    found = sorted((int(p.name) for p in Path("/usr/lib/postgresql").glob("*") if p.name.isdigit()), reverse=True)
+    return str(found[0]) if found else "15"
+
+
+PG_VERSION = _pg_version()
 
 
 def free_port() -> int:

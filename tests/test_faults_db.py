@@ -5,7 +5,6 @@ is lost or doubled, and Optuna agrees with our tables."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 

@@ -45,8 +45,8 @@ SUPERVISED = "_STSWEEP_SUPERVISED"  # set by `supervise` in its children's envir
 
 def stop_with_parent() -> None:
     """A supervised child gets SIGTERM when its supervisor dies, however it dies (Linux: PR_SET_PDEATHSIG): it
-    checkpoints and gives its trial back instead of working on unsupervised, or twice once a new supervisor
-    starts."""
+    checkpoints and gives its trial back, rather than go on unsupervised beside the children of the supervisor
+    started next."""
     try:
         import ctypes
 
