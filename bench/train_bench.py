@@ -31,6 +31,13 @@ whether or not the target is met (a measurement, not a test). The trials themsel
 windows here, more than the 3% being measured: the report therefore also adds up stsweep's own time (start-up,
 study load, baseline, bookkeeping between trials, checkpoint upload, database writes) measured directly, and the
 (c)/(a) it implies. `--order cba` runs the ways the other way round, to check for order effects.
+
+Issue 12 item 5 (less work per trial) is measured the same way, before and after in this process, with the
+worker's code: the collator over every configuration's batches, stock (tokenizes each batch) against the
+study's token cache (workers/token_cache.py); a fresh CPU copy of the best weights at an improvement against a
+copy into the trial's buffers (workers/trial_callback.py `keep_state`); and a resumable checkpoint's write
+(stays on the training thread) against its put_dir (tar, fsync: now on a background thread,
+workers/checkpoint_upload.py).
 """
 
 from __future__ import annotations
@@ -104,11 +111,30 @@ class Run:
 # ------------------------------------------------------------------ data
 
 
-def load_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from tests.sts import sts_available, sts_rows
+STS_DIR = ROOT.parent / "shared" / "data" / "stsbenchmark"
 
-    if not sts_available():
-        raise SystemExit("the STS benchmark is not in ../shared/data/stsbenchmark")
+
+def sts_rows(split: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` random rows (seeded, in file order) of an STS benchmark split as {sentence1, sentence2, score (0..5)}:
+    tab-separated, no header, score in the 5th field, the sentences in the 6th and 7th (some rows carry extra
+    trailing fields). The same rows as the earlier runs recorded in bench/RESULTS.md (tests/sts.py then)."""
+    import csv
+    import random
+
+    rows: list[dict[str, Any]] = []
+    with (STS_DIR / f"sts-{split}.csv").open(encoding="utf-8", newline="") as f:
+        for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(fields) >= 7:
+                rows.append({"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4])})
+    if n >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+def load_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not (STS_DIR / "sts-train.csv").is_file():
+        raise SystemExit(f"the STS benchmark is not in {STS_DIR}")
     return sts_rows("train", args.pairs, seed=args.seed), sts_rows("dev", args.eval_pairs, seed=args.seed + 1)
 
 
@@ -422,6 +448,14 @@ def parse_log(path: Path) -> list[tuple[float, str]]:
     return out
 
 
+def baseline_before_first_trial(log: list[tuple[float, str]]) -> float | None:
+    """When the study's baseline was logged, if that was before the first trial started training (issue 3's
+    worker); None when it came later (issue 12: after a trial, or on an idle worker) or not at all."""
+    done = first(log, r"study \S+: baseline")
+    training = first(log, r"trial \S+ #\d+ \(attempt \d+\): training")
+    return done if done is not None and (training is None or done < training) else None
+
+
 def first(log: list[tuple[float, str]], pattern: str) -> float | None:
     rx = re.compile(pattern)
     return next((t for t, msg in log if rx.search(msg)), None)
@@ -468,7 +502,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
     from service.store.tokens import create_token
     from service.context import Context
     from service.settings import Settings
-    from tests.sts import write_jsonl
+    from tests.pairs import write_jsonl
 
     args = sh.args
     workdir = sh.workdir / "stsweep"
@@ -535,7 +569,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                 "ON t.id = iv.trial_id WHERE t.study_id = :s ORDER BY iv.trial_id, iv.examples_seen"),
                 {"s": study_id}).all()
         log = parse_log(worker_log)
-        baseline_done = first(log, r"study \S+: baseline")
+        baseline_done = baseline_before_first_trial(log)
         runs = []
         for t in trials:
             p = t.params or {}
@@ -642,18 +676,101 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
     for _ in range(reps):
         prepared.evaluate_subset(model)
     out["subset_eval_s"] = (time.perf_counter() - t) / reps
-    from workers.trial_callback import cpu_state
-
-    copies = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        state = cpu_state(model)
-        copies.append(time.perf_counter() - t)
-        del state
-    out["best_copy_s"] = statistics.median(copies)
+    out.update(best_copy_costs(model, reps))
+    out.update(collate_costs(sh, prepared, configs, reps))
+    out.update(checkpoint_costs(ctx, model, sh.workdir / "micro-resume"))
     del model, prepared
     gc.collect()
     return out
+
+
+def best_copy_costs(model: Any, reps: int) -> dict[str, float]:
+    """Keeping the best weights at an improvement (issue 12 item 5), before / after in the same process: a fresh
+    CPU copy of every tensor (`cpu_state`, what every improvement did) against a copy into the buffers the
+    trial's first improvement allocated (`keep_state`), interleaved, medians."""
+    from workers.trial_callback import cpu_state, keep_state
+
+    fresh, reused = [], []
+    buffers = keep_state(model, None)
+    for _ in range(max(reps, 5)):
+        t = time.perf_counter()
+        state = cpu_state(model)
+        fresh.append(time.perf_counter() - t)
+        del state
+        t = time.perf_counter()
+        buffers = keep_state(model, buffers)
+        reused.append(time.perf_counter() - t)
+    return {"best_copy_s": statistics.median(fresh), "best_reuse_s": statistics.median(reused)}
+
+
+def collate_costs(sh: Shared, prepared: Any, configs: list[Config], reps: int) -> dict[str, float]:
+    """The collator's time for one epoch of every configuration's batches (issue 12 item 5): the stock
+    `SentenceTransformerDataCollator` (tokenizes every batch) against the worker's, reading the study's token
+    cache, cold (the first trial: it fills the cache) and warm (every later trial), interleaved, medians of
+    `reps`. Batches are the dataset's rows in order, cut at each configuration's batch size."""
+    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+
+    from workers.token_cache import TokenCache, same_batch
+
+    model = prepared.fresh_model()
+    rows = [sh.train_dataset[i] for i in range(len(sh.train_dataset))]
+    batches = [rows[i:i + c.bs] for c in configs for i in range(0, len(rows), c.bs)]
+    stock = SentenceTransformerDataCollator(preprocess_fn=model.preprocess)
+
+    def epoch(collator: Any) -> tuple[float, list[dict[str, Any]]]:
+        t = time.perf_counter()
+        out = [collator(b) for b in batches]
+        return time.perf_counter() - t, out
+
+    times: dict[str, list[float]] = {"stock": [], "cold": [], "warm": []}
+    same = True
+    for _ in range(reps):
+        cache = TokenCache()
+        cached = SentenceTransformerDataCollator(preprocess_fn=cache.preprocess_fn(model, model.preprocess))
+        t_stock, expected = epoch(stock)
+        t_cold, _ = epoch(cached)
+        t_warm, got = epoch(cached)
+        same = same and cache.disabled is None and all(same_batch(x, y) for x, y in zip(got, expected))
+        times["stock"].append(t_stock)
+        times["cold"].append(t_cold)
+        times["warm"].append(t_warm)
+    del model
+    return {"collate_stock_s": statistics.median(times["stock"]), "collate_cold_s": statistics.median(times["cold"]),
+            "collate_warm_s": statistics.median(times["warm"]), "collate_same": float(same),
+            "collate_batches": float(len(batches))}
+
+
+def checkpoint_costs(ctx: Any, model: Any, folder: Path) -> dict[str, float]:
+    """One resumable checkpoint (issue 12 item 5): a folder as the trainer and the callback write it (weights,
+    AdamW state, best weights) and the artifact store's put_dir of it (tar, fsync), which now runs on a
+    background thread; medians of 2."""
+    import torch
+    from safetensors.torch import save_file
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # exp_avg and exp_avg_sq, the size the trainer saves (the weights stay as they were)
+    optimizer.zero_grad(set_to_none=True)
+    writes, uploads = [], []
+    size = 0
+    for i in range(2):
+        shutil.rmtree(folder, ignore_errors=True)
+        t = time.perf_counter()
+        model.save_pretrained(str(folder), create_model_card=False)
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "best.safetensors"))
+        writes.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        info = ctx.artifacts.put_dir(f"bench/micro-resume-{i}.tar", folder)
+        uploads.append(time.perf_counter() - t)
+        size = info.size
+        ctx.artifacts.delete(info.key)
+    shutil.rmtree(folder, ignore_errors=True)
+    del optimizer
+    return {"ckpt_write_s": statistics.median(writes), "ckpt_upload_s": statistics.median(uploads),
+            "ckpt_mib": size / 2**20}
 
 
 def db_costs(ctx: Any, trial_id: int, reps: int = 20) -> dict[str, float]:
@@ -826,7 +943,7 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
         print()
         print("stsweep, where the rest of (c) goes (worker log + database; seconds):")
         prep = first(log, r"preparing study")
-        basel = first(log, r"study \S+: baseline")
+        basel = baseline_before_first_trial(log)
         training = all_of(log, r"trial \S+ #(\d+) \(attempt \d+\): training")
         complete = all_of(log, r"trial \S+ #(\d+): complete")
         starts = [r.claimed or r.start for r in c.runs]
@@ -838,6 +955,14 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
                   f"(model, data, evaluators, untrained subset + full eval; once per study, (a) has none) "
                   f"{basel - prep:.2f}; baseline -> trial #0 'training' "
                   f"{fmt(training.get(0, 0) - basel if 0 in training else None, '.2f')}")
+        elif prep:
+            late = first(log, r"study \S+: baseline")
+            after = max((t for t, msg in log if late and t < late and re.search(r"#\d+: (complete|pruned)", msg)),
+                        default=None)
+            print(f"  first claim -> 'preparing study' {prep - starts[0]:.2f}; prepare -> trial #0 'training' "
+                  f"{fmt(min(training.values()) - prep if training else None, '.2f')}; the baseline is not computed "
+                  f"before the first trial: logged {fmt(late - after if late and after else None, '.2f')} s after "
+                  f"the trial before it ended" + ("" if late else " (not logged at all)"))
         gaps = [c.runs[i + 1].start - c.runs[i].end for i in range(len(c.runs) - 1)]
         ask = [training[n] - c.runs[i].start for i, n in enumerate(sorted(training)) if i > 0 and i < len(c.runs)]
         fin = [complete[n] - c.runs[i].end for i, n in enumerate(sorted(complete)) if i < len(c.runs)]
@@ -875,6 +1000,7 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
               f"{n} x (warm - cold set-up) {abs(setup_diff):.1f} = {known:.1f} s{share}; same evaluation counts "
               f"as (a) (transformers v5 also evaluates at the last step); final checkpoints stored "
               f"{c.checkpoint_bytes / 2**20:.0f} MiB")
+        print_item5(args, c, wall_a)
     if c and wall_a and ready:
         m = c.micro
         training = all_of(log, r"trial \S+ #(\d+) \(attempt \d+\): training")
@@ -893,19 +1019,48 @@ def report(args: argparse.Namespace, configs: list[Config], base: tuple[float, f
                 + -(-args.pairs // r.config.bs) * m["db_progress_s"] for r in c.runs),
         }
         total_own = sum(own.values())
-        prep, basel = first(log, r"preparing study"), first(log, r"study \S+: baseline")
-        baseline_run = basel - prep if prep and basel else m["baseline_s"]
+        prep, basel = first(log, r"preparing study"), baseline_before_first_trial(log)
+        baseline_run = basel - prep if prep and basel else (t0 - prep if prep and t0 else m["baseline_s"])
         no_start = total_own - own["worker start-up"] - own["POST + worker spawn"]
         print()
         print("stsweep's own time (not training or evaluating trials), measured directly: "
               + ", ".join(f"{k} {v:.2f}" for k, v in own.items()))
         print(f"  = {total_own:.1f} s = {100 * total_own / wall_a:.1f}% of (a) ({no_start:.1f} s = "
-              f"{100 * no_start / wall_a:.1f}% with the worker already running), of which prepare + baseline "
+              f"{100 * no_start / wall_a:.1f}% with the worker already running), of which prepare "
+              f"{'+ baseline ' if basel else '(the baseline comes later) '}"
               f"(worker log) {baseline_run:.1f} s = {100 * baseline_run / wall_a:.1f}%")
         print(f"  -> expected (c)/(a) = {1 + total_own / wall_a:.3f} ({1 + no_start / wall_a:.3f} with the worker "
               f"already running) if the trials themselves take as long as (a)'s (per-configuration table above); "
               f"less sensitive to noise than the measured ratio")
     print(f"\ntotal run {total_s:.0f} s")
+
+
+def print_item5(args: argparse.Namespace, c: Stsweep, wall_a: float | None) -> None:
+    """What each change of issue 12 item 5 saves, from the in-process before/after timings of this run (seconds
+    of the training thread, shown as a share of (a)'s wall time)."""
+    m = c.micro
+    scale = wall_a
+
+    def share(x: float) -> str:
+        return f" = {100 * x / scale:.2f}% of (a)" if scale else ""
+
+    print("  issue 12 item 5, each change measured before -> after in this process (same run):")
+    token = m["collate_stock_s"] - m["collate_cold_s"]
+    print(f"    token cache: the collator over one epoch of every configuration's batches "
+          f"({m['collate_batches']:.0f} batches) stock {m['collate_stock_s']:.3f} s -> cached {m['collate_cold_s']:.3f}"
+          f" s (the first configuration fills the cache, the others read it; {m['collate_warm_s']:.3f} s all warm); "
+          f"batches identical: {'yes' if m['collate_same'] else 'NO'}; saves {token:.2f} s per study{share(token)}")
+    n_improve = sum(reported_points(args, r.config) + 1 for r in c.runs)  # every evaluation, an upper bound
+    copy = (n_improve - len(c.runs)) * (m["best_copy_s"] - m["best_reuse_s"])  # each trial's first one allocates
+    print(f"    best weights: a fresh CPU copy {1000 * m['best_copy_s']:.1f} ms -> a copy into the trial's buffers "
+          f"{1000 * m['best_reuse_s']:.1f} ms per improvement; at most {n_improve} improvements here "
+          f"({len(c.runs)} allocate): saves <= {copy:.2f} s{share(copy)} (on CUDA the copy stays on the device)")
+    n_ckpt = sum(1 for _t, msg in c.log if "resumable checkpoint at" in msg)
+    print(f"    resumable checkpoint ({m['ckpt_mib']:.0f} MiB: weights, AdamW state, best weights): written "
+          f"{m['ckpt_write_s']:.2f} s on the training thread as before; put_dir (tar, fsync) {m['ckpt_upload_s']:.2f} s "
+          f"moved to a background thread: saves {m['ckpt_upload_s']:.2f} s of training-thread time per checkpoint; "
+          f"{n_ckpt} resumable checkpoint(s) in this run (checkpoint_every_seconds 60)"
+          + (f": {n_ckpt * m['ckpt_upload_s']:.2f} s{share(n_ckpt * m['ckpt_upload_s'])}" if n_ckpt else ""))
 
 
 def reported_points(args: argparse.Namespace, cfg: Config) -> int:

@@ -208,6 +208,14 @@ def test_submit_ls_status_control_watch_best_pull(cli_env: dict[str, str], serve
 
     # The server says no: a completed study cannot be stopped.
     one_line_error(stsweep("stop", study_id, env=cli_env), 1, "cannot stop a study that is completed")
+    assert best["winner"] == {"params": best["params"], "mean": 0.8125, "std": None, "runs": 1,
+                              "trial_numbers": [0]}
+
+    # More trials for the completed study: it runs again.
+    extended = ok(stsweep("extend", study_id, "1", env=cli_env)).strip()
+    assert extended == f"{study_id}: running, budget 3 trials (2 finished, +1)"
+    assert status_via_api() == "running"
+    assert stsweep("extend", study_id, "0", env=cli_env).returncode == 2
 
 
 # ---------------------------------------------------------------- errors

@@ -19,6 +19,8 @@ from service.api.openapi import ROUTE_STATUSES, with_every_status
 from service.context import Context
 from service.core.schemas import ErrorBody
 from service.store import queue
+from service.store.db import session_scope
+from sqlalchemy import text
 from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
 
@@ -31,6 +33,7 @@ SPECIFIC: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/studies/{study_id}/pause"): {409},
     ("POST", "/v1/studies/{study_id}/resume"): {409},
     ("POST", "/v1/studies/{study_id}/stop"): {409},
+    ("POST", "/v1/studies/{study_id}/extend"): {400, 409},
     ("POST", "/v1/datasets"): {200, 201, 409},
     ("DELETE", "/v1/datasets/{dataset_id}"): {409},
     ("GET", "/v1/studies/{study_id}/best-checkpoint"): {206, 416},
@@ -182,6 +185,12 @@ def test_error_answers_are_what_the_document_says(client: TestClient, doc: dict[
     check_documented(doc, "POST", f"/v1/studies/{study_id}/stop", client.post(f"/v1/studies/{study_id}/stop"), 200)
     check_documented(doc, "POST", f"/v1/studies/{study_id}/pause", client.post(f"/v1/studies/{study_id}/pause"),
                      409)
+    extend = f"/v1/studies/{study_id}/extend"
+    check_documented(doc, "POST", extend, client.post(extend, json={"n_trials": 1}), 200)
+    check_documented(doc, "POST", extend, client.post(extend, json={"n_trials": 0}), 422)
+    with session_scope(ctx.sessions) as s:
+        s.execute(text("UPDATE studies SET status = 'failed' WHERE id = :s"), {"s": study_id})
+    check_documented(doc, "POST", extend, client.post(extend, json={"n_trials": 1}), 409)
 
     # A data set in use: 409 on delete; the same bytes again: 200; over the upload limit: 413.
     data = write_jsonl(tmp_path / "d.jsonl", pair_rows("train", 30, seed=0)).read_bytes()

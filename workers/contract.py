@@ -24,6 +24,7 @@ class TrialRun:
     work_dir: Path  # local scratch, private to this attempt
     resume_from: Path | None = None  # a folder written earlier through TrialHooks.save_checkpoint
     reported_points: frozenset[int] = field(default_factory=frozenset)  # examples_seen already reported
+    train_seed: int | None = None  # a confirm run's own training seed (None: the study's `seed`)
 
 
 class TrialHooks(Protocol):
@@ -39,7 +40,9 @@ class TrialHooks(Protocol):
         """True when the configured checkpoint interval has passed since the last resumable checkpoint."""
 
     def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
-        """Persist a resumable checkpoint folder (blocking; uploads to the artifact store)."""
+        """Persist a resumable checkpoint folder (blocking; uploads to the artifact store). Called on a background
+        thread while training goes on, one call at a time, in order (workers/checkpoint_upload.py); the folder
+        stays in place until the call returns."""
 
     def interrupted(self) -> bool:
         """True once the trial must stop early (SIGTERM, lease lost, study stopped): save and return."""

@@ -1,9 +1,10 @@
 """The worker's heartbeat: a small thread the training loop cannot block (torch releases the GIL in its ops).
 
-It renews the current trial's lease (and the lease of a test-split job being scored) and learns whether the
-study still wants the trial; it never raises. During a database outage each beat tries once: the outage is
-logged once by the worker's shared `Outage`, and the lease is renewed by the first beat after it, if it has not
-expired by then (the database's clock decides); if it has, the trial is abandoned (`lease_lost`).
+It renews the current trial's lease (and the lease of the study job being run: a test-split score or a
+baseline) and learns whether the study still wants the trial; it never raises. During a database outage each
+beat tries once: the outage is logged once by the worker's shared `Outage`, and the lease is renewed by the
+first beat after it, if it has not expired by then (the database's clock decides); if it has, the trial is
+abandoned (`lease_lost`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import logging
 import threading
 
 from service.core.errors import LeaseLost
-from service.store import queue, results
+from service.store import baseline_job, queue, results
 from service.store.db import SessionFactory
 from service.store.retry import Retry
 
 log = logging.getLogger("stsweep.worker")
+
+StudyJob = results.ScoreJob | baseline_job.BaselineJob
 
 
 class Heartbeat(threading.Thread):
@@ -31,7 +34,7 @@ class Heartbeat(threading.Thread):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lease: queue.Lease | None = None
-        self._job: results.ScoreJob | None = None
+        self._job: StudyJob | None = None
         self.lease_lost = threading.Event()
         self.study_stopped = threading.Event()
 
@@ -42,8 +45,8 @@ class Heartbeat(threading.Thread):
             self.lease_lost.clear()
             self.study_stopped.clear()
 
-    def watch_job(self, job: results.ScoreJob | None) -> None:
-        """Start (or stop) renewing a test-split job's lease."""
+    def watch_job(self, job: StudyJob | None) -> None:
+        """Start (or stop, with None) renewing a study job's lease (a test-split score or a baseline)."""
         with self._lock:
             self._job = job
 
@@ -60,8 +63,11 @@ class Heartbeat(threading.Thread):
                 return
             if lease is not None:
                 self._renew(lease)
-            if job is not None:
+            if isinstance(job, results.ScoreJob):
                 self.retry.once("test-split heartbeat", results.renew_test_split, self.sessions, job,
+                                self.lease_seconds)
+            elif isinstance(job, baseline_job.BaselineJob):
+                self.retry.once("baseline heartbeat", baseline_job.renew_baseline, self.sessions, job,
                                 self.lease_seconds)
         except Exception:  # noqa: BLE001 - the heartbeat must outlive a bad round
             log.exception("heartbeat failed")

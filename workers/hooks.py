@@ -29,7 +29,7 @@ PROGRESS_DURING_OUTAGE_SECONDS = 10.0  # while the database is down, try progres
 
 
 class LoopHooks:
-    def __init__(self, ctx: Context, lease: queue.Lease, trial: optuna.trial.Trial, study: optuna.Study,
+    def __init__(self, ctx: Context, lease: queue.Lease, trial: optuna.trial.Trial | None, study: optuna.Study,
                  key_prefix: str, heartbeat: Heartbeat, signals: ShutdownSignals, faults: Faults) -> None:
         self.ctx = ctx
         self.lease = lease
@@ -46,6 +46,7 @@ class LoopHooks:
         self.lost = False
         self.cut_off = False  # asked to stop while waiting for the database
         self.due_at: float | None = None  # when the last due checkpoint was asked for
+        self.planned_sent = False  # the trial's planned examples were given to Optuna
 
     # -------------------------------------------------------------- TrialHooks
 
@@ -55,6 +56,8 @@ class LoopHooks:
         db, stop = self.faults.db, self.signals.requested
         try:
             stored = db.call("report", queue.report, self.ctx.sessions, self.lease, examples_seen, value, stop=stop)
+            if self.trial is None:
+                return False  # a confirm run: recorded with us only, never shown to Optuna, never pruned
             # Optuna gets the value our table holds at that point (the first one reported there), so a resumed
             # attempt, or a retry, never changes what the pruner compares.
             db.call("Optuna report", optuna_bridge.report, self.study, self.trial._trial_id, examples_seen,
@@ -71,6 +74,8 @@ class LoopHooks:
         now = time.monotonic()
         if self.started_examples is None:
             self.started_examples = examples_seen
+        if not self.planned_sent and planned_examples > 0 and not self.lost:
+            self._send_planned(planned_examples)
         every = PROGRESS_DURING_OUTAGE_SECONDS if self.faults.database.down else PROGRESS_EVERY_SECONDS
         if now - self.last_progress < every and examples_seen < planned_examples:
             return
@@ -83,6 +88,19 @@ class LoopHooks:
                                 planned_examples, eta)
         except LeaseLost:
             self.lost = True
+
+    def _send_planned(self, planned_examples: int) -> None:
+        """The trial's planned examples to Optuna (a user attr), once, before its first report: the
+        schedule-fraction pruner (`pruner.compare_at: schedule_fraction`) compares trials at e / planned."""
+        if self.trial is None:  # a confirm run has no Optuna trial
+            self.planned_sent = True
+            return
+        try:
+            self.faults.db.call("planned examples", optuna_bridge.set_planned_examples, self.study,
+                                self.trial._trial_id, planned_examples, stop=self.signals.requested)
+            self.planned_sent = True
+        except GaveUp:
+            self.cut_off = True  # shutting down during an outage: stop training, the lease will expire
 
     def checkpoint_due(self) -> bool:
         due = time.monotonic() - self.last_checkpoint >= self.ctx.settings.checkpoint_every_seconds

@@ -29,7 +29,7 @@ from service.context import Context
 from service.core.errors import LeaseLost, StsweepError
 from service.core.scheduler import SchedulerJob
 from service.core.spec import StudySpec
-from service.store import optuna_bridge, queue, results, retention, studies
+from service.store import baseline_job, optuna_bridge, queue, results, retention, studies
 from service.store.reaper import Maintenance
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
@@ -97,7 +97,7 @@ class Worker:
                 except GaveUp:
                     break
                 if claimed is None:
-                    if self.score_test_split():
+                    if self.score_test_split() or self.compute_baseline():
                         idle_since = time.monotonic()
                         continue
                     if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
@@ -141,20 +141,25 @@ class Worker:
         db, stop = self.faults.db, self.signals.requested
         try:
             state = self.warm_study(claim.study_id)
-            self.ensure_baseline(state)
-            trial, params = trial_params(self.ctx.sessions, state.optuna_study, state.spec, claim, db, stop)
+            if claim.kind == "confirm":  # a repeat of a configuration: fixed params, no Optuna trial
+                trial, params = None, dict(claim.params or {})
+            else:
+                trial, params = trial_params(self.ctx.sessions, state.optuna_study, state.spec, claim, db, stop)
             resume_from = self.download_resume(claim, work_dir)
             reported = db.call("reported points", queue.reported_values, self.ctx.sessions, claim.lease.trial_id,
                                stop=stop)
-            if reported:  # a resumed trial: Optuna gets any point an earlier attempt recorded only with us
+            if reported and trial is not None:  # resumed: Optuna gets the points recorded only with us
                 db.call("Optuna points", optuna_bridge.sync_points, state.optuna_study._storage, trial._trial_id,
                         reported, stop=stop)
             run = TrialRun(study_id=claim.study_id, trial_number=claim.number, spec=state.spec, params=params,
-                           work_dir=work_dir, resume_from=resume_from, reported_points=frozenset(reported))
+                           work_dir=work_dir, resume_from=resume_from, reported_points=frozenset(reported),
+                           train_seed=claim.train_seed)
             prefix = retention.attempt_prefix(claim.study_id, claim.number, claim.lease.token)
             hooks = LoopHooks(self.ctx, claim.lease, trial, state.optuna_study, prefix, self.heartbeat,
                               self.signals, self.faults)
-            log.info("trial %s: training %s", label, params)
+            log.info("trial %s: training %s%s", label, params,
+                     f" (a confirm run, training seed {claim.train_seed})"
+                     if claim.kind == "confirm" else "")
             outcome = train_trial(run, state.prepared, hooks, self.device)
             return self.conclude(claim, state, trial, outcome, hooks)
         except LeaseLost:
@@ -181,15 +186,38 @@ class Worker:
         self.current = WarmStudy(study_id, spec, optuna_study, prepared)
         return self.current
 
-    def ensure_baseline(self, state: WarmStudy) -> None:
-        """The base model's score, untrained, on the same eval subset and full split: the study's reference."""
-        db, stop = self.faults.db, self.signals.requested
-        if db.call("baseline", results.baseline_known, self.ctx.sessions, state.study_id, stop=stop):
-            return
-        subset_value, full_value = state.prepared.baseline()
-        db.call("baseline", results.record_baseline, self.ctx.sessions, state.study_id, full_value, subset_value,
-                stop=stop)
-        log.info("study %s: baseline %.4f (eval subset %.4f)", state.study_id, full_value, subset_value)
+    def compute_baseline(self, study_id: str | None = None) -> bool:
+        """The base model's score, untrained, on the same eval subset and full split: the study's reference.
+        A job with a lease (service/store/baseline_job.py), taken right after a trial of `study_id` ends, or
+        for any started study when idle (None): computed once per study, never before a lone worker's first
+        trial. True when a job was taken. Its lease is renewed by the heartbeat; if this worker dies (or the
+        computation fails), another attempt takes it once the lease ran out, up to a cap."""
+        if self.signals.requested.is_set():
+            return False
+        try:
+            ok, job = self.faults.db.once("baseline", baseline_job.claim_baseline, self.ctx.sessions,
+                                          self.ctx.settings.lease_seconds, study_id)
+        except StsweepError as exc:
+            log.warning("baseline: %s", exc.message)
+            return False
+        if not ok or job is None:
+            return False
+        self.heartbeat.watch_job(job)
+        try:
+            state = self.warm_study(job.study_id)
+            subset_value, full_value = state.prepared.baseline()
+            if self.faults.db.call("baseline", baseline_job.record_baseline, self.ctx.sessions, job, full_value,
+                                   subset_value, stop=self.signals.requested):
+                log.info("study %s: baseline %.4f (eval subset %.4f)", job.study_id, full_value, subset_value)
+            else:
+                log.warning("study %s: baseline job taken over by another worker; its baseline is kept",
+                            job.study_id)
+        except Exception as exc:  # noqa: BLE001 - the job is taken again once its lease runs out
+            log.warning("study %s: baseline not computed (%s); it will be retried", job.study_id,
+                        transient(exc) or f"{type(exc).__name__}: {exc}")
+        finally:
+            self.heartbeat.watch_job(None)
+        return True
 
     def download_resume(self, claim: queue.Claim, work_dir: Path) -> Path | None:
         """The trial's resumable checkpoint, unpacked. A store that is down is retried (and past the retries
@@ -212,7 +240,7 @@ class Worker:
 
     # -------------------------------------------------------------- endings
 
-    def conclude(self, claim: queue.Claim, state: WarmStudy, trial: optuna.trial.Trial, outcome: TrialOutcome,
+    def conclude(self, claim: queue.Claim, state: WarmStudy, trial: optuna.trial.Trial | None, outcome: TrialOutcome,
                  hooks: LoopHooks) -> Ending:
         label = f"{claim.study_id} #{claim.number} (attempt {claim.attempt})"
         if outcome.status == "interrupted":
@@ -247,7 +275,9 @@ class Worker:
                 log.warning("trial %s: stopping before the result could be recorded; the trial resumes elsewhere",
                             label)
             raise
-        self.tell(state.optuna_study, trial, outcome.status, value, label)
+        self.heartbeat.watch(None)  # finished: its lease is gone, so a beat now would only report it lost
+        if trial is not None:  # a confirm run has no Optuna trial to tell
+            self.tell(state.optuna_study, trial, outcome.status, value, label)
         log.info("trial %s #%d: %s, value %s", claim.study_id, claim.number, outcome.status, value)
         self.after_trial(claim, state, status)
         return "complete" if outcome.status == "complete" else "pruned"
@@ -356,6 +386,11 @@ class Worker:
             self.faults.db.once("retention", retention.apply, self.ctx, claim.study_id, state.spec.keep_top_k)
         except StsweepError as exc:
             log.warning("study %s: retention postponed (%s)", claim.study_id, exc.message)
+        # The trial is over (its finish cleared the lease): stop renewing it while the study's jobs run.
+        self.heartbeat.watch(None)
+        # Right after the trial, so it never delays one; before the test split, so a study that just completed
+        # shows its baseline by the time its test score lands.
+        self.compute_baseline(claim.study_id)
         if study_status == "completed":
             self.score_test_split(claim.study_id)
 

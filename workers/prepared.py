@@ -12,6 +12,7 @@ from service.core.spec import StudySpec
 from workers.data import Resolver, StudyData, build_datasets
 from workers.evaluation import Evaluator, build_evaluator, evaluate
 from workers.modelref import resolve_model
+from workers.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class PreparedStudy:
         self.test_evaluator: Evaluator | None = (
             build_evaluator(spec.task, self.data.test, "test") if self.data.test is not None else None)
         self._baseline: tuple[float, float] | None = None
+        # Token ids of the training texts, filled by the first trial, read by the next ones (training.py).
+        self.token_cache = TokenCache()
 
     @property
     def train_dataset(self):  # noqa: ANN201 - datasets.Dataset

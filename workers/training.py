@@ -37,6 +37,7 @@ from workers.contract import TrialHooks, TrialOutcome, TrialRun
 from workers.devices import free_memory, precision_for
 from workers.losses import build_loss, needs_no_duplicates
 from workers.prepared import PreparedStudy
+from workers.token_cache import TokenCache
 from workers.trial_callback import TrialCallback, TrialProgress
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,18 @@ def hyperparameters(spec: StudySpec, params: dict[str, Any]) -> Hyperparameters:
 
 
 class _Trainer(SentenceTransformerTrainer):
-    """The stock trainer without model cards (slow, and they look things up on the hub)."""
+    """The stock trainer without model cards (slow, and they look things up on the hub), whose collator reads
+    the study's token cache (workers/token_cache.py) instead of tokenizing every batch again."""
+
+    def __init__(self, *args: Any, token_cache: TokenCache | None = None, **kwargs: Any) -> None:
+        self._token_cache = token_cache  # before super().__init__, which builds the collator
+        super().__init__(*args, **kwargs)
+
+    def get_data_collator(self, model: Any, args: Any, processing_class: Any = None) -> Any:
+        collator = super().get_data_collator(model, args, processing_class)
+        if self._token_cache is not None:
+            collator.preprocess_fn = self._token_cache.preprocess_fn(model, collator.preprocess_fn)
+        return collator
 
     def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
         return None
@@ -116,7 +128,7 @@ def training_arguments(run: TrialRun, hp: Hyperparameters, device: str) -> Sente
         max_grad_norm=hp.max_grad_norm,
         lr_scheduler_type=hp.lr_scheduler_type,
         optim=hp.optim,
-        seed=run.spec.seed,
+        seed=run.train_seed if run.train_seed is not None else run.spec.seed,
         bf16=precision.bf16,
         fp16=precision.fp16,
         use_cpu=device == "cpu",
@@ -158,7 +170,8 @@ def set_up_trial(run: TrialRun, prepared: PreparedStudy, hooks: TrialHooks, devi
                              patience=run.spec.evaluation.early_stopping_patience,
                              threshold=run.spec.evaluation.early_stopping_threshold)
     trainer = _Trainer(model=model, args=training_arguments(run, hp, device), train_dataset=prepared.train_dataset,
-                       loss=build_loss(run.spec, run.params, model), callbacks=[callback])
+                       loss=build_loss(run.spec, run.params, model), callbacks=[callback],
+                       token_cache=prepared.token_cache)
     trainer.remove_callback(PrinterCallback)  # prints the final train metrics to stdout
     return TrialSetup(trainer=trainer, callback=callback, model=model, hp=hp)
 
@@ -171,7 +184,9 @@ def train_trial(run: TrialRun, prepared: PreparedStudy, hooks: TrialHooks, devic
         setup = set_up_trial(run, prepared, hooks, device)
         resume = str(run.resume_from) if run.resume_from is not None else None
         setup.trainer.train(resume_from_checkpoint=resume)
-        return _finish(run, prepared, setup)
+        outcome = _finish(run, prepared, setup)  # the final evaluation overlaps a checkpoint upload in flight
+        setup.callback.finish_uploads()
+        return outcome
     finally:
         if setup is not None:
             setup.callback.release()

@@ -3,6 +3,10 @@
 `TrialProgress` is the part of a trial's state the trainer does not keep itself (best value and weights,
 early-stopping counter, reported points); it travels in every checkpoint folder as `stsweep_state.json` +
 `stsweep_best.safetensors`, beside the trainer's own files.
+
+Per trial, as little as possible on the training thread: the best weights are copied into buffers allocated at
+the first improvement (on the GPU when training there and there is room, so an improvement is a device-to-device
+copy), and a checkpoint folder, once written, is uploaded on a background thread (workers/checkpoint_upload.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from workers.checkpoint_upload import BackgroundUpload
 from workers.contract import TrialHooks
 from workers.prepared import PreparedStudy
 
@@ -33,7 +38,7 @@ StopReason = Literal["pruned", "interrupted", "early_stopped"]
 class TrialProgress:
     best_value: float | None = None
     best_examples: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the best weights
+    best_state: dict[str, torch.Tensor] | None = None  # copy of the best weights (see `keep_state`)
     bad_evals: int = 0  # evaluations since the last improvement
     reported: set[int] = field(default_factory=set)
     last_value: float | None = None
@@ -61,7 +66,44 @@ class TrialProgress:
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A fresh CPU copy of every weight (what `keep_state` did at every improvement before buffers were kept)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def keep_state(model: torch.nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The model's weights copied into `into` when its tensors fit (same names, shapes and dtypes, kept on the
+    CPU or on the weights' own device), so only the first improvement of a trial allocates; else into new
+    tensors: on the model's CUDA device when twice their size is free there (an improvement is then a device
+    copy, ordered on the stream before the next training step), on the CPU otherwise."""
+    state = model.state_dict()
+    with torch.no_grad():
+        if into is not None and _fits(into, state):
+            for name, value in state.items():
+                into[name].copy_(value)
+            return into
+        place = _place_for(state)
+        return {k: v.detach().to(place, copy=True) for k, v in state.items()}
+
+
+def _fits(into: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> bool:
+    return into.keys() == state.keys() and all(
+        into[k].shape == v.shape and into[k].dtype == v.dtype and into[k].device in (v.device, _CPU)
+        for k, v in state.items())
+
+
+def _place_for(state: dict[str, torch.Tensor]) -> torch.device:
+    devices = {v.device for v in state.values()}
+    if len(devices) != 1:
+        return _CPU
+    (device,) = devices
+    if device.type != "cuda":
+        return _CPU
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if free > 2 * size else _CPU
+
+
+_CPU = torch.device("cpu")
 
 
 class TrialCallback(TrainerCallback):
@@ -77,6 +119,7 @@ class TrialCallback(TrainerCallback):
         self.examples_seen = 0
         self.planned_examples = 0
         self.next_point = 1  # k of the next evaluation point k * eval_every
+        self.uploads = BackgroundUpload(hooks.save_checkpoint)
 
     # -------------------------------------------------------------- evaluation, best state
 
@@ -93,12 +136,13 @@ class TrialCallback(TrainerCallback):
             return
         if p.best_value is None or self.prepared.is_better(value, p.best_value, self.threshold):
             p.best_value, p.best_examples, p.bad_evals = value, examples, 0
-            p.best_state = cpu_state(model)
+            p.best_state = keep_state(model, p.best_state)
         else:
             p.bad_evals += 1
             # A tiny gain below the threshold does not reset patience, but the better weights are still kept.
             if self.prepared.is_better(value, p.best_value):
-                p.best_value, p.best_examples, p.best_state = value, examples, cpu_state(model)
+                p.best_value, p.best_examples = value, examples
+                p.best_state = keep_state(model, p.best_state)
 
     # -------------------------------------------------------------- trainer events
 
@@ -111,6 +155,7 @@ class TrialCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     model: SentenceTransformer | None = None, **kwargs: Any) -> TrainerControl:
         self.examples_seen = examples = state.global_step * self.examples_per_step
+        self.uploads.check()  # a checkpoint upload that failed raises here, as it did inside on_save before
         self.hooks.progress(examples, self.planned_examples)
         last_k = examples // self.eval_every
         if last_k >= self.next_point and model is not None:
@@ -151,12 +196,20 @@ class TrialCallback(TrainerCallback):
                 **kwargs: Any) -> None:
         run_dir = Path(args.output_dir)
         folder = run_dir / f"checkpoint-{state.global_step}"
+        # Synchronous, like the trainer's own files: the best weights' buffers change at the next improvement.
         self.progress.save(folder, self.examples_seen, state.global_step)
-        self.hooks.save_checkpoint(folder, self.examples_seen)
+        self.uploads.wait()  # the previous upload is over: its folder may go
         for old in run_dir.glob("checkpoint-*"):
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
+        self.uploads.start(folder, self.examples_seen)
+
+    def finish_uploads(self) -> None:
+        """Wait for the checkpoint upload in flight, if any, and raise its error (before the trial's result is
+        handed back: the loop finishes or releases the trial only once its checkpoint is stored or skipped)."""
+        self.uploads.wait()
 
     def release(self) -> None:
-        """Drop references to big objects once the trial is over."""
+        """Once the trial is over: no upload left running (its error logged), no reference to big objects."""
+        self.uploads.drain()
         self.progress.best_state = None

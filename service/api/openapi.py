@@ -52,6 +52,8 @@ ROUTE_STATUSES: dict[tuple[str, str], dict[int, Extra]] = {
     ("POST", "/v1/studies/{study_id}/pause"): {409: _STATE_CONFLICT},
     ("POST", "/v1/studies/{study_id}/resume"): {409: _STATE_CONFLICT},
     ("POST", "/v1/studies/{study_id}/stop"): {409: _STATE_CONFLICT},
+    ("POST", "/v1/studies/{study_id}/extend"): {409: Extra(
+        "The study cannot be extended: it failed, or its timeout_seconds has passed since it started.")},
     ("POST", "/v1/datasets"): {
         200: Extra("These bytes were uploaded before: the existing data set (same id, one copy).", "success"),
         409: Extra("These bytes are already a data set read with other options (format, task, columns)."),

@@ -1,4 +1,4 @@
-"""/v1/studies: submit, list, read, pause / resume / stop, delete; and a study's trials."""
+"""/v1/studies: submit, list, read, pause / resume / stop, extend, delete; and a study's trials."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from service.store import lifecycle, optuna_bridge, studies
+from service.store import lifecycle, optuna_bridge, studies, warm_start
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.data_refs import check_refs
 from service.core.errors import InvalidInput, NotFound
-from service.core.schemas import Page, StudyPublic, TrialPublic
-from service.core.spec import StudySpec, check_grid_size
+from service.core.schemas import ExtendRequest, Page, StudyPublic, TrialPublic
+from service.core.spec import MAX_TRIALS, StudySpec, check_grid_size
 from service.core.states import StudyStatus, TrialState
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -40,7 +40,8 @@ def create_study(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StudyPublic:
-    """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study."""
+    """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study.
+    With `warm_start_from`, the old study's best configurations are enqueued first (422 when they do not fit)."""
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput("must not be empty (leave the header out instead)", field="Idempotency-Key")
     check_grid_size(spec, ctx.settings.max_grid_size)  # counted; the grid is built only by the Optuna study
@@ -50,11 +51,13 @@ def create_study(
             response.status_code = status.HTTP_200_OK
             return studies.get_study(ctx.sessions, existing)
     dataset_ids = check_refs(ctx.sessions, ctx.settings.data_root, spec)
+    stored = warm_start.apply(ctx.sessions, spec)
     study_id = studies.new_study_id()
     optuna_name = f"stsweep-{study_id}"
-    optuna_bridge.create_study(ctx.optuna_storage, optuna_name, spec)
+    optuna_bridge.create_study(ctx.optuna_storage, optuna_name, stored)
     try:
-        created = studies.insert_study(ctx.sessions, study_id, optuna_name, spec, idempotency_key, dataset_ids)
+        created = studies.insert_study(ctx.sessions, study_id, optuna_name, stored, idempotency_key, dataset_ids,
+                                       body_hash=studies.request_hash(spec))
     except BaseException:
         optuna_bridge.delete_study(ctx.optuna_storage, optuna_name)
         raise
@@ -108,6 +111,17 @@ def _action(action: studies.Action):  # type: ignore[no-untyped-def]
 for _verb in ("pause", "resume", "stop"):
     router.add_api_route(f"/{{study_id}}/{_verb}", _action(_verb), methods=["POST"], response_model=StudyPublic,
                          name=f"{_verb}_study")
+
+
+@router.post("/{study_id}/extend", response_model=StudyPublic)
+def extend_study(study_id: StudyId, body: ExtendRequest, sessions: SessionsDep, _token: TokenDep) -> StudyPublic:
+    """Add `n_trials` search trials to a queued, running, paused, stopped or completed study (numbered after its
+    last trial; its Optuna history is kept). A stopped or completed study runs again and completes again (with
+    `confirm`, new top configurations get confirm runs; the test split is scored again if the winner changed,
+    the old score shown with `rescoring` until then); a paused one stays paused. Not idempotent: every request
+    adds its trials (the response's `progress.n_trials` says the new budget)."""
+    lifecycle.extend(sessions, study_id, body.n_trials, MAX_TRIALS)
+    return studies.get_study(sessions, study_id)
 
 
 @router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT)

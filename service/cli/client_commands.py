@@ -1,5 +1,5 @@
 """The `stsweep` commands that talk to a server over HTTP (through service.client.http): submit, ls, status, best,
-pull, pause / resume / stop, datasets upload / ls. `register(app)` adds them to the main Typer app.
+pull, pause / resume / stop / extend, datasets upload / ls. `register(app)` adds them to the main Typer app.
 
 Server URL and token: `--url` / `--token`, else `STSWEEP_URL` / `STSWEEP_TOKEN`, else the config file
 (`$STSWEEP_CONFIG` or ~/.config/stsweep/config.toml, keys `url` and `token`), else http://127.0.0.1:8000
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 import typer
 
 from service.cli.render import (
+    baseline_text,
     baseline_value,
     fetch_status,
     fmt_bytes,
@@ -32,7 +33,9 @@ from service.cli.render import (
     metric_name,
     one_line,
     render_study,
+    test_text,
     watch,
+    winner_text,
 )
 from service.cli.extras import PASS_THROUGH, require_extra
 from service.client.config import ClientConfig, ClientConfigError, resolve
@@ -251,7 +254,7 @@ def ls(
         for s in page.items:
             best = f"{fmt_value(s.best.value)} #{s.best.trial_number}" if s.best else "-"
             table.add_row(s.id, s.name, s.status, f"{s.progress.trials_finished}/{s.progress.n_trials}", best,
-                          fmt_value(baseline_value(s)))
+                          baseline_text(s))
         console = _console()
         console.print(table)
         if page.total > len(page.items):
@@ -314,6 +317,7 @@ def best(
                 "study_id": study.id, "status": study.status, "metric": metric_name(study),
                 "direction": study.objective.get("direction"), "trial_number": study.best.trial_number,
                 "value": study.best.value, "params": study.best.params, "baseline": baseline,
+                "winner": study.winner.model_dump() if study.winner else None,
                 "test": study.test.model_dump() if study.test else None}, indent=2))
             return
         from rich.table import Table
@@ -325,10 +329,14 @@ def best(
         grid.add_row("best trial", str(study.best.trial_number))
         grid.add_row(metric_name(study), fmt_value(study.best.value))
         delta = f" ({study.best.value - baseline:+.4f} for the tuned model)" if baseline is not None else ""
-        grid.add_row("baseline", fmt_value(baseline) + delta)
+        grid.add_row("baseline", fmt_value(baseline) + delta if baseline is not None else baseline_text(study))
+        confirmed = winner_text(study)
+        if confirmed is not None:
+            grid.add_row("winner", confirmed)
         if study.test is not None:
-            grid.add_row("test", f"{study.test.metric} {fmt_value(study.test.value)}")
-        for i, (name, value) in enumerate((study.best.params or {}).items()):
+            grid.add_row("test", test_text(study))
+        params = study.winner.params if study.winner is not None else study.best.params
+        for i, (name, value) in enumerate((params or {}).items()):
             grid.add_row("params" if i == 0 else "", f"{name} = {fmt_param(value)}")
         _console().print(grid)
 
@@ -375,6 +383,23 @@ def stop(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None)
 
     They keep their checkpoint, so a later resume loses nothing."""
     _change("stop", study_id, url, token)
+
+
+def extend(
+    study_id: StudyIdArg,
+    n_trials: Annotated[int, typer.Argument(min=1, max=100_000, metavar="N", show_default=False,
+                                            help="How many search trials to add.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Add N search trials to a study (queued, running, paused, stopped or completed).
+
+    A stopped or completed study runs again and completes again; a paused one stays paused. The Optuna history
+    is kept. Running it twice adds 2 x N."""
+    with _api(url, token) as api:
+        study = api.extend_study(study_id, n_trials)
+        typer.echo(f"{study.id}: {study.status}, budget {study.progress.n_trials} trials "
+                   f"({study.progress.trials_finished} finished, +{n_trials})")
 
 
 # ---------------------------------------------------------------- data sets
@@ -499,7 +524,7 @@ def datasets_ls(
 def register(app: typer.Typer) -> None:
     """Add the client commands to the main `stsweep` app."""
     for name, fn in (("submit", submit), ("ls", ls), ("status", status), ("best", best), ("pull", pull),
-                     ("pause", pause), ("resume", resume), ("stop", stop)):
+                     ("pause", pause), ("resume", resume), ("stop", stop), ("extend", extend)):
         app.command(name)(fn)
     datasets_app = typer.Typer(help="Uploaded data sets: upload, ls.", no_args_is_help=True)
     datasets_app.command("upload")(datasets_upload)

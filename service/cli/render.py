@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from service.client.http import StsweepClient
-    from service.core.schemas import StudyPublic, TrialPublic
+    from service.core.schemas import Progress, StudyPublic, TrialPublic
 
 TERMINAL_STATUSES = ("completed", "stopped", "failed", "paused")
 TEST_SCORE_PATIENCE_SECONDS = 120.0
@@ -86,6 +86,40 @@ def baseline_value(study: StudyPublic) -> float | None:
     return study.baseline.value if study.baseline.value is not None else study.baseline.subset_value
 
 
+def baseline_text(study: StudyPublic) -> str:
+    """The baseline, or "pending" while a started study waits for it (a worker computes it after a trial,
+    never before the first one)."""
+    value = baseline_value(study)
+    if value is None and study.started_at is not None and study.status != "failed":
+        return "pending"
+    return fmt_value(value)
+
+
+def eta_text(progress: Progress) -> str:
+    """The study's ETA, with "(timeout)" when its timeout, not its remaining trials, bounds it."""
+    text = fmt_duration(progress.eta_seconds)
+    return f"{text} (timeout)" if progress.eta_bound == "timeout" else text
+
+
+def winner_text(study: StudyPublic) -> str | None:
+    """A confirmed winner as "mean ± std over n runs (trials a, b, c)"; None for a single best trial (the `best`
+    line says it all)."""
+    w = study.winner
+    if w is None or w.runs < 2:
+        return None
+    spread = f" ± {fmt_value(w.std)}" if w.std is not None else ""
+    return f"{fmt_value(w.mean)}{spread} over {w.runs} runs (trials {', '.join(str(n) for n in w.trial_numbers)})"
+
+
+def test_text(study: StudyPublic) -> str:
+    """The test-split score, the trial it belongs to, and whether the new winner is being scored."""
+    assert study.test is not None
+    t = study.test
+    of = f" (trial {t.trial_number})" if t.trial_number is not None else ""
+    again = ", being scored again for the new winner" if t.rescoring else ""
+    return f"{t.metric} {fmt_value(t.value)}{of}{again}"
+
+
 def status_text(study: StudyPublic) -> str:
     return f"{study.status} ({truncate(study.status_reason, 100)})" if study.status_reason else study.status
 
@@ -107,9 +141,12 @@ def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: in
     head.add_row("objective", objective)
     best = (f"{fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else "-")
     head.add_row("best", best)
-    head.add_row("baseline", fmt_value(baseline_value(study)))
+    confirmed = winner_text(study)
+    if confirmed is not None:
+        head.add_row("winner", confirmed)
+    head.add_row("baseline", baseline_text(study))
     if study.test is not None:
-        head.add_row("test", f"{study.test.metric} {fmt_value(study.test.value)}")
+        head.add_row("test", test_text(study))
 
     p = study.progress
     bars = Table.grid(padding=(0, 2))
@@ -119,7 +156,7 @@ def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: in
     counts = study.counts
     detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("running", "complete", "pruned", "failed")
                        if counts.get(k))
-    eta = f"  ETA {fmt_duration(p.eta_seconds)}" if p.eta_seconds else ""
+    eta = f"  ETA {eta_text(p)}" if p.eta_seconds else ""
     bars.add_row("trials", ProgressBar(total=max(p.n_trials, 1), completed=p.trials_finished, width=30),
                  f"{p.trials_finished}/{p.n_trials} finished" + (f" ({detail})" if detail else "") + eta)
     for r in p.running:
@@ -140,6 +177,8 @@ def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: in
         state = t.state
         if t.state == "running" and t.planned_examples:
             state = f"running {100 * t.examples_seen / t.planned_examples:.0f}%"
+        if t.kind == "confirm":
+            state = f"{state} (confirms #{t.confirm_of})"
         table.add_row(str(t.number), state, fmt_value(t.value), str(t.attempts), params_summary(t.params),
                       truncate(t.failure_reason, 60))
     parts: list[Any] = [head, Text(""), bars, Text("")]
@@ -160,8 +199,8 @@ def settled(study: StudyPublic, waited: float) -> bool:
         return False
     data = (study.spec or {}).get("data", {})
     has_test = bool(data.get("test") or (data.get("split") or {}).get("test_fraction"))
-    return not (study.status == "completed" and has_test and study.test is None
-                and waited < TEST_SCORE_PATIENCE_SECONDS)
+    waiting = study.test is None or study.test.rescoring
+    return not (study.status == "completed" and has_test and waiting and waited < TEST_SCORE_PATIENCE_SECONDS)
 
 
 def fetch_status(api: StsweepClient, study_id: str, limit: int) -> tuple[StudyPublic, list[TrialPublic], int]:

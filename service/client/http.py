@@ -176,6 +176,12 @@ class StsweepClient:
     def stop_study(self, study_id: str) -> StudyPublic:
         return self._action(study_id, "stop")
 
+    def extend_study(self, study_id: str, n_trials: int) -> StudyPublic:
+        """Add `n_trials` search trials (a stopped or completed study runs again). Not idempotent: a retried
+        request adds them again."""
+        response = self._request("POST", f"/v1/studies/{_seg(study_id)}/extend", json={"n_trials": n_trials})
+        return StudyPublic.model_validate(response.json())
+
     def delete_study(self, study_id: str) -> None:
         """Delete the study, its trials and its checkpoints."""
         self._request("DELETE", f"/v1/studies/{_seg(study_id)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,10 @@ class TrialPublic(BaseModel):
     finished_at: datetime | None = None
     duration_seconds: float | None = None
     intermediate: list[IntermediatePoint] = Field(default_factory=list)
+    kind: str = Field(default="search", description="'search', or 'confirm': trial `confirm_of`'s configuration "
+                      "trained again with `train_seed`, once the search budget was spent")
+    confirm_of: int | None = None
+    train_seed: int | None = Field(default=None, description="the training seed (null: the study's seed)")
 
 
 class BestTrial(BaseModel):
@@ -57,6 +61,29 @@ class Baseline(BaseModel):
 class TestScore(BaseModel):
     metric: str
     value: float
+    trial_number: int | None = Field(default=None, description="the trial whose checkpoint was scored")
+    rescoring: bool = Field(default=False, description="the winner changed (an extend): its score replaces this "
+                            "one once a worker has computed it")
+
+
+class StudyWinner(BaseModel):
+    """The configuration the study recommends. With `confirm`, runs are grouped by configuration (the search
+    trial and its confirm runs) and the winner is the confirmed configuration with the best mean; otherwise
+    (or before any confirm run completed) the best trial, with runs 1 and std null."""
+
+    params: dict[str, Any] | None
+    mean: float
+    std: float | None = Field(description="sample standard deviation over the runs (null for one run)")
+    runs: int
+    trial_numbers: list[int]
+
+
+class ExtendRequest(BaseModel):
+    """More search trials for a study: `n_trials` slots are added after its last trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int = Field(ge=1, le=100_000)
 
 
 class RunningTrial(BaseModel):
@@ -72,7 +99,12 @@ class Progress(BaseModel):
     fraction: float
     running: list[RunningTrial]
     elapsed_seconds: float | None
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(description="seconds until the study is expected to end (null: not active, "
+                                      "or nothing to estimate from yet); see eta_bound")
+    eta_bound: Literal["trials", "timeout"] | None = Field(
+        default=None, description="what bounds eta_seconds: 'trials' (the remaining trials' expected examples, "
+        "pruning included, over the study's observed throughput) or 'timeout' (budget.timeout_seconds ends the "
+        "study first: no trial starts after it, running ones finish)")
 
 
 class StudyPublic(BaseModel):
@@ -85,6 +117,7 @@ class StudyPublic(BaseModel):
     finished_at: datetime | None
     counts: dict[str, int]
     best: BestTrial | None
+    winner: StudyWinner | None = None
     baseline: Baseline | None
     test: TestScore | None
     progress: Progress

@@ -428,9 +428,16 @@ class SamplerSpec(_Strict):
 
 
 class PrunerSpec(_Strict):
-    """Steps are examples seen: n_warmup_steps, interval_steps, min_resource and max_resource count examples."""
+    """Steps are examples seen: n_warmup_steps, interval_steps, min_resource and max_resource count examples.
+
+    `compare_at` (median and percentile only): "examples" (the default) compares trials at equal examples seen;
+    "schedule_fraction" compares a trial that has seen e of its planned P examples with the other trials' values
+    at the same fraction e / P of their own planned schedules (service/store/fraction_pruner.py), so a longer
+    schedule, behind at equal examples by construction (higher learning rate, later warmup and decay), is not
+    pruned for that alone."""
 
     name: Literal["none", "median", "percentile", "successive_halving", "hyperband"] = "median"
+    compare_at: Literal["examples", "schedule_fraction"] = "examples"
     n_startup_trials: int = Field(default=2, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
     interval_steps: int = Field(default=1, ge=1)
@@ -447,6 +454,13 @@ class PrunerSpec(_Strict):
             raise ValueError("must be >= 1 or 'auto'")
         return v
 
+    @model_validator(mode="after")
+    def _compare_at_fits(self) -> PrunerSpec:
+        if self.compare_at != "examples" and self.name not in ("median", "percentile"):
+            raise ValueError(f"compare_at: {self.compare_at!r} works with the median and percentile pruners only "
+                             f"(pruner {self.name!r} compares at examples seen)")
+        return self
+
 
 class EvaluationSpec(_Strict):
     every_n_examples: int | None = Field(default=None, gt=0)
@@ -462,10 +476,27 @@ class EvaluationSpec(_Strict):
         return self
 
 
+MAX_TRIALS = 100_000  # a study's search budget, also once extended
+
+
 class BudgetSpec(_Strict):
-    n_trials: int = Field(default=10, ge=1, le=100_000)
+    n_trials: int = Field(default=10, ge=1, le=MAX_TRIALS)
     max_concurrent_trials: int = Field(default=4, ge=1, le=10_000)
     timeout_seconds: float | None = Field(default=None, gt=0)
+
+
+class ConfirmSpec(_Strict):
+    """Once the search budget is spent, the `top_k` best distinct configurations are trained again with `seeds`
+    more training seeds each (trials of kind `confirm`): the winner is then the configuration with the best
+    mean, not the luckiest seed."""
+
+    top_k: int = Field(default=3, ge=1, le=20)
+    seeds: int = Field(default=2, ge=1, le=20)
+
+
+STUDY_ID_PATTERN = r"^st_[0-9a-f]{16}$"
+# How many of an old study's best configurations `warm_start_from` enqueues (at most; confirm.top_k if larger).
+WARM_START_CONFIGS = 5
 
 
 class StudySpec(_Strict):
@@ -485,6 +516,10 @@ class StudySpec(_Strict):
     description: str | None = Field(default=None, max_length=body_limits.MAX_DESCRIPTION_LENGTH)
     # Configurations to try first (Optuna's enqueue_trial), e.g. a known-good baseline recipe.
     enqueue_trials: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+    # Confirm runs of the best configurations once the search budget is spent (None: off).
+    confirm: ConfirmSpec | None = None
+    # An earlier study whose best configurations are enqueued first (prepended to enqueue_trials when stored).
+    warm_start_from: str | None = Field(default=None, pattern=STUDY_ID_PATTERN)
 
     @model_validator(mode="before")
     @classmethod

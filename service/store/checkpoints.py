@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts.store import ArtifactStore
 from service.store.db import session_scope
 from service.core.errors import NotFound, RangeNotSatisfiable, StorageError
-from service.store.ranking import best_trial_sql
+from service.store.winner import winner_run_sql
 
 _TRIAL_NUMBER = re.compile(r"^[0-9]{1,9}$")
 _COLUMNS = "st.name AS study_name, t.number, t.state, t.checkpoint_key, t.checkpoint_sha256, t.checkpoint_bytes"
@@ -56,10 +56,11 @@ def _study_name(s: Session, study_id: str) -> str:
 
 
 def best_checkpoint(factory: sessionmaker[Session], study_id: str) -> Checkpoint:
-    """The final checkpoint of the study's best complete trial that has one (the trial a test split scores)."""
+    """The final checkpoint of the study's winner (the trial a test split scores): its best run that has one,
+    which without confirmed configurations is the best complete trial with a checkpoint."""
     with session_scope(factory) as s:
         _study_name(s, study_id)
-        row = s.execute(text(best_trial_sql(_COLUMNS, with_checkpoint=True)), {"sid": study_id}).first()
+        row = s.execute(text(winner_run_sql(_COLUMNS)), {"sid": study_id}).first()
         if row is None:
             raise NotFound(f"study {study_id} has no complete trial with a checkpoint yet", field="study_id")
     return _checkpoint(study_id, row)

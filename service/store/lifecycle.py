@@ -1,6 +1,7 @@
 """The study state machine, in one place: queued -> running (first claim) -> completed | failed (settled when
-no trial can run any more), paused / stopped / resumed by the user, paused after a streak of identical
-failures. Every transition locks the study row first."""
+no trial can run any more; a study with `confirm` first gets its confirm runs), paused / stopped / resumed by
+the user, paused after a streak of identical failures, extended with more trials (a stopped or completed study
+runs again). Every transition locks the study row first."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.core.errors import Conflict, NotFound
+from service.core.errors import Conflict, InvalidInput, NotFound
+from service.store import confirm
 from service.store.db import session_scope
+from service.store.winner import winner_run_number
 
 ACTIVE_STUDY = "('queued', 'running')"
 
@@ -45,11 +48,16 @@ def track_failures(s: Session, study_id: str, state: str, failure_reason: str | 
 def settle_study(s: Session, study_id: str) -> str:
     """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
     passed with nothing running (never-started slots are then dropped, and started ones left in the queue fail).
+    A study with `confirm` whose search budget is spent gets its confirm runs instead, in this transaction
+    (service/store/confirm.py), and completes once they have finished. On completing, the test split is scheduled
+    when the winner's run is not the one scored last.
 
     The study row is locked first, and the check runs in a statement after the lock: two trials finishing at
     once would otherwise each still see the other as running, and neither would settle the study."""
     s.execute(text("SELECT 1 FROM studies WHERE id = :sid FOR UPDATE"), {"sid": study_id})
-    s.execute(
+    if confirm.enqueue_confirm_runs(s, study_id):
+        return s.execute(text("SELECT status FROM studies WHERE id = :sid"), {"sid": study_id}).scalar_one()
+    completed = s.execute(
         text(f"""
         WITH st AS (
             SELECT id, (timeout_seconds IS NOT NULL AND started_at IS NOT NULL
@@ -84,10 +92,22 @@ def settle_study(s: Session, study_id: str) -> str:
                           THEN status_reason ELSE 'no trial completed' END,
             finished_at = now(), updated_at = now()
         FROM done WHERE studies.id = done.id
+        RETURNING studies.status
         """),
         {"sid": study_id},
-    )
+    ).scalar_one_or_none()
+    if completed == "completed":
+        _schedule_test_score(s, study_id)
     return s.execute(text("SELECT status FROM studies WHERE id = :sid"), {"sid": study_id}).scalar_one()
+
+
+def _schedule_test_score(s: Session, study_id: str) -> None:
+    """On completing: the test split is (re-)scored when the winner's run is not the one scored last (the first
+    completion, or an extend that changed the winner). The old score stays, flagged, until the new one lands."""
+    s.execute(text("""UPDATE studies SET test_attempts = 0, test_lease_token = NULL, test_lease_expires_at = NULL,
+                          test_rescore = test_value IS NOT NULL
+                      WHERE id = :sid AND test_trial_number IS DISTINCT FROM CAST(:number AS int)"""),
+              {"sid": study_id, "number": winner_run_number(s, study_id)})
 
 
 Action = Literal["pause", "resume", "stop"]
@@ -120,3 +140,40 @@ def change_status(factory: sessionmaker[Session], study_id: str, action: Action)
         if target == "running":
             return settle_study(s, study_id)
     return target
+
+
+def extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: int) -> str:
+    """Add `n_trials` search slots after the study's last trial and raise its budget; the Optuna study and its
+    history stay. A stopped or completed study runs again (and completes again, with new confirm runs for new
+    top configurations); a paused one stays paused. Returns the status afterwards. Not idempotent: each call
+    adds its slots."""
+    with session_scope(factory) as s:
+        row = s.execute(text("""SELECT status, started_at, n_trials, timeout_seconds IS NOT NULL AND started_at IS NOT NULL
+                                       AND now() >= started_at + make_interval(secs => timeout_seconds) AS timed_out
+                                FROM studies WHERE id = :id FOR UPDATE"""), {"id": study_id}).first()
+        if row is None:
+            raise NotFound(f"study {study_id} not found", field="study_id")
+        if row.status not in EXTENDABLE:
+            raise Conflict(f"cannot extend a study that is {row.status}", field="status")
+        if row.n_trials + n_trials > cap:
+            raise InvalidInput(f"the study has {row.n_trials} trials; {n_trials} more would pass the cap of {cap}",
+                               field="n_trials")
+        if row.timed_out:
+            raise Conflict("the study's timeout_seconds has passed since it started: new trials could not run",
+                           field="budget.timeout_seconds")
+        s.execute(text("""INSERT INTO trials (study_id, number)
+                          SELECT :sid, (SELECT coalesce(max(number), -1) FROM trials WHERE study_id = :sid) + g
+                          FROM generate_series(1, :n) AS g"""), {"sid": study_id, "n": n_trials})
+        target = row.status
+        if row.status in ("stopped", "completed"):
+            target = "running" if row.started_at is not None else "queued"
+        s.execute(text("""UPDATE studies SET n_trials = n_trials + :n, status = :t, updated_at = now(),
+                              spec = jsonb_set(spec, '{budget,n_trials}', to_jsonb(n_trials + :n)),
+                              finished_at = CASE WHEN :t IN ('queued', 'running') THEN NULL ELSE finished_at END,
+                              status_reason = CASE WHEN :t = status THEN status_reason END,
+                              failure_streak = CASE WHEN :t = status THEN failure_streak ELSE 0 END
+                          WHERE id = :sid"""), {"sid": study_id, "n": n_trials, "t": target})
+    return target
+
+
+EXTENDABLE = ("queued", "running", "paused", "stopped", "completed")

@@ -83,6 +83,15 @@ class Study(Base):
     test_lease_token: Mapped[Any | None] = mapped_column(UUID(as_uuid=True))
     test_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     test_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # The trial whose checkpoint test_value scored; test_rescore: a newer winner (after an extend) waits for its
+    # score, test_value keeps the older winner's until that lands.
+    test_trial_number: Mapped[int | None] = mapped_column(Integer)
+    test_rescore: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    # The untrained baseline is a job with a lease too: computed once per study, off a lone worker's first trial.
+    baseline_lease_token: Mapped[Any | None] = mapped_column(UUID(as_uuid=True))
+    baseline_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    baseline_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    baseline_recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failure_streak: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
@@ -97,6 +106,7 @@ class Trial(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
         CheckConstraint(f"state IN {TRIAL_STATES}", name="ck_trials_state"),
+        CheckConstraint("kind IN ('search', 'confirm')", name="ck_trials_kind"),
         Index("ix_trials_claim", "study_id", "state", "number"),
         Index("ix_trials_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_trials_study_seq", "study_id", "seq"),
@@ -109,6 +119,11 @@ class Trial(Base):
     number: Mapped[int] = mapped_column(Integer, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, server_default="queued")
     params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # 'search': a point of the search; 'confirm': search trial `confirm_of`'s configuration again, with
+    # `train_seed` (NULL: the study's seed), once the search budget is spent. Never shown to the sampler.
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="search")
+    confirm_of: Mapped[int | None] = mapped_column(Integer)
+    train_seed: Mapped[int | None] = mapped_column(BigInteger)
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Double)
     # The value turned so that lower is better (-value when maximizing); NULL unless a finite value: the one

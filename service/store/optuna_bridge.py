@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.core.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
+from service.store.fraction_pruner import PLANNED_ATTR, ScheduleFractionPruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -125,6 +126,11 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     cfg = spec.pruner
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
+    if cfg.name in ("median", "percentile") and cfg.compare_at == "schedule_fraction":
+        return ScheduleFractionPruner(
+            50.0 if cfg.name == "median" else cfg.percentile, n_startup_trials=cfg.n_startup_trials,
+            n_warmup_steps=cfg.n_warmup_steps, interval_steps=cfg.interval_steps, n_min_trials=cfg.n_min_trials,
+        )
     if cfg.name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps,
@@ -211,6 +217,19 @@ def report(study: optuna.Study, trial_id: int, step: int, value: float) -> None:
         storage.set_trial_intermediate_value(trial_id, step, value)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # ended meanwhile (the reconciler, after our lease was lost): nothing more to report
+
+
+def set_planned_examples(study: optuna.Study, trial_id: int, planned: int) -> None:
+    """The trial's planned examples (its whole schedule), for the schedule-fraction pruner: written once per
+    trial (idempotent; a resumed attempt plans the same schedule), never to a trial Optuna already finished."""
+    storage = study._storage
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished() or frozen.user_attrs.get(PLANNED_ATTR) == planned:
+        return
+    try:
+        storage.set_trial_user_attr(trial_id, PLANNED_ATTR, int(planned))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
 
 
 def sync_points(storage: optuna.storages.BaseStorage, trial_id: int, values: dict[int, float]) -> int:

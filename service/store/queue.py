@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import lifecycle
+from service.store import baseline_job, lifecycle
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
 from service.core.errors import LeaseLost
@@ -42,6 +42,8 @@ class Claim:
     resume_sha256: str | None
     resume_examples: int | None = None
     fault_count: int = 0  # give-backs after transient faults so far (never counted in `attempt`)
+    kind: str = "search"  # 'confirm': a repeat of a configuration, with `params` fixed and no Optuna trial
+    train_seed: int | None = None  # the training seed (None: the study's)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ _CLAIM_IN_STUDY = text("""
         started_at = coalesce(t.started_at, now()), failure_reason = NULL
     FROM pick WHERE t.id = pick.id
     RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count
+              t.resume_examples, t.fault_count, t.kind, t.train_seed
 """)
 
 # A trial this (idle) worker already holds: a claim whose commit reached the database but whose answer never
@@ -117,7 +119,7 @@ _RECLAIM_OWN = text("""
     WHERE t.id = (SELECT id FROM trials WHERE worker_id = :worker_id AND state = 'running'
                   AND lease_expires_at > now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count
+              t.resume_examples, t.fault_count, t.kind, t.train_seed
 """)
 
 
@@ -158,7 +160,7 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
 
 def _claim(got: Any, token: uuid.UUID) -> Claim:
     return Claim(Lease(got.id, token), got.study_id, got.number, got.attempts, got.params, got.optuna_trial_id,
-                 got.resume_key, got.resume_sha256, got.resume_examples, got.fault_count)
+                 got.resume_key, got.resume_sha256, got.resume_examples, got.fault_count, got.kind, got.train_seed)
 
 
 # ------------------------------------------------------------------ writes guarded by the lease
@@ -340,11 +342,6 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
                          finished_at = now(), eta_seconds = NULL,
                          examples_seen = coalesce(:examples, examples_seen),
                          checkpoint_key = :ck, checkpoint_sha256 = :csha, checkpoint_bytes = :cbytes,
-                         below_baseline = CASE WHEN :state = 'complete' THEN (
-                             SELECT CASE WHEN st.baseline_value IS NULL THEN NULL
-                                         WHEN st.direction = 'maximize' THEN :value < st.baseline_value
-                                         ELSE :value > st.baseline_value END
-                             FROM studies st WHERE st.id = trials.study_id) END,
                          {_history(":state", ":reason")}
                      WHERE {_GUARD} RETURNING study_id, worker_id"""),
             {"tid": lease.trial_id, "token": lease.token, "state": result.state, "value": result.value,
@@ -365,7 +362,10 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
             s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
                            "status = 'idle' WHERE id = :w"), {"w": worker_id})
         lifecycle.track_failures(s, study_id, result.state, result.failure_reason, pause_after_streak)
-        return lifecycle.settle_study(s, study_id)
+        status = lifecycle.settle_study(s, study_id)
+        # After the study row is locked (settle_study): a baseline recorded meanwhile is seen (baseline_job.py).
+        baseline_job.mark_trial(s, lease.trial_id)
+        return status
 
 
 # ------------------------------------------------------------------ the reaper

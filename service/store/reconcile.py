@@ -154,7 +154,7 @@ def _rows(ctx: Context, study_id: str) -> list[Any]:
     with session_scope(ctx.sessions) as s:
         return list(s.execute(text("""
             SELECT t.id, t.number, t.state, t.optuna_trial_id, t.value, t.lease_token, t.failure_reason,
-                   t.resume_key, t.checkpoint_key,
+                   t.resume_key, t.checkpoint_key, t.kind,
                    (SELECT iv.value FROM intermediate_values iv WHERE iv.trial_id = t.id
                     ORDER BY iv.examples_seen DESC LIMIT 1) AS last_value
             FROM trials t WHERE t.study_id = :sid
@@ -290,7 +290,7 @@ def disagreements(ctx: Context, study_id: str) -> list[str]:
     referenced = set()
     for r in _rows(ctx, study_id):
         if r.optuna_trial_id is None:
-            if r.state not in ("queued", "failed"):
+            if r.state not in ("queued", "failed") and r.kind != "confirm":  # confirm runs have none
                 problems.append(f"#{r.number} is {r.state} without an Optuna trial")
             continue
         referenced.add(r.optuna_trial_id)

@@ -1,5 +1,6 @@
-"""A study's reference scores, written by workers: the untrained baseline, and the test-split score of the
-winner (a job with a lease, taken by any free worker once the study completes, again if that worker dies)."""
+"""A study's test-split score of the winner, written by workers (a job with a lease, taken by any free worker once
+the study completes, again if that worker dies). The untrained baseline is a job of the same kind:
+baseline_job.py."""
 
 from __future__ import annotations
 
@@ -10,21 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.db import session_scope
-from service.store.ranking import best_trial_sql
-
-
-def baseline_known(factory: sessionmaker[Session], study_id: str) -> bool:
-    with session_scope(factory) as s:
-        return bool(s.execute(text("SELECT baseline_value IS NOT NULL FROM studies WHERE id = :id"),
-                              {"id": study_id}).scalar_one_or_none())
-
-
-def record_baseline(factory: sessionmaker[Session], study_id: str, full_value: float, subset_value: float) -> None:
-    """The first baseline recorded stays (two workers may compute it at once)."""
-    with session_scope(factory) as s:
-        s.execute(text("UPDATE studies SET baseline_value = :full, baseline_subset_value = :subset "
-                       "WHERE id = :id AND baseline_value IS NULL"),
-                  {"id": study_id, "full": full_value, "subset": subset_value})
+from service.store.winner import winner_run_sql
 
 
 @dataclass(frozen=True)
@@ -47,6 +34,8 @@ class ScoreJob:
 _HAS_TEST = ("(jsonb_typeof(spec->'data'->'test') = 'object' "
              "OR coalesce((spec->'data'->'split'->>'test_fraction')::float8, 0) > 0)")
 MAX_TEST_ATTEMPTS = 5
+# No score yet, or one of an earlier winner.
+_WAITING = "(test_value IS NULL OR test_rescore)"
 
 
 def claim_test_split(factory: sessionmaker[Session], lease_seconds: float, study_id: str | None = None
@@ -61,7 +50,7 @@ def claim_test_split(factory: sessionmaker[Session], lease_seconds: float, study
             UPDATE studies SET test_lease_token = :token, test_attempts = test_attempts + 1,
                                test_lease_expires_at = now() + make_interval(secs => :ls)
             WHERE id = (SELECT id FROM studies
-                        WHERE status = 'completed' AND test_value IS NULL AND {_HAS_TEST}
+                        WHERE status = 'completed' AND {_WAITING} AND {_HAS_TEST}
                           AND test_attempts < :max
                           AND (test_lease_expires_at IS NULL OR test_lease_expires_at < now())
                           AND (CAST(:sid AS text) IS NULL OR id = :sid)
@@ -70,7 +59,7 @@ def claim_test_split(factory: sessionmaker[Session], lease_seconds: float, study
         ).first()
         if claimed is None:
             return None
-        row = s.execute(text(best_trial_sql("t.number, t.checkpoint_key, t.checkpoint_sha256", with_checkpoint=True)),
+        row = s.execute(text(winner_run_sql("t.number, t.checkpoint_key, t.checkpoint_sha256")),
                         {"sid": claimed.id}).first()
         if row is None:
             s.execute(text("UPDATE studies SET test_attempts = :max, test_lease_token = NULL WHERE id = :sid"),
@@ -82,21 +71,23 @@ def claim_test_split(factory: sessionmaker[Session], lease_seconds: float, study
 def renew_test_split(factory: sessionmaker[Session], job: ScoreJob, lease_seconds: float) -> bool:
     with session_scope(factory) as s:
         return s.execute(text("UPDATE studies SET test_lease_expires_at = now() + make_interval(secs => :ls) "
-                              "WHERE id = :sid AND test_lease_token = :token AND test_value IS NULL RETURNING id"),
+                              f"WHERE id = :sid AND test_lease_token = :token AND {_WAITING} RETURNING id"),
                          {"sid": job.study_id, "token": job.token, "ls": lease_seconds}).first() is not None
 
 
 def record_test_value(factory: sessionmaker[Session], job: ScoreJob, metric: str, value: float) -> bool:
     """Record the score under the job's lease (False: another worker holds the job now, or it is done)."""
     with session_scope(factory) as s:
-        return s.execute(text("UPDATE studies SET test_value = :v, test_metric = :metric, test_lease_expires_at = NULL "
-                              "WHERE id = :sid AND test_lease_token = :token AND test_value IS NULL RETURNING id"),
-                         {"sid": job.study_id, "token": job.token, "v": value, "metric": metric}).first() is not None
+        return s.execute(text("UPDATE studies SET test_value = :v, test_metric = :metric, test_lease_expires_at = NULL, "
+                              "test_trial_number = :number, test_rescore = false "
+                              f"WHERE id = :sid AND test_lease_token = :token AND {_WAITING} RETURNING id"),
+                         {"sid": job.study_id, "token": job.token, "v": value, "metric": metric,
+                          "number": job.winner.number}).first() is not None
 
 
 def awaiting_test_score(factory: sessionmaker[Session], study_id: str) -> bool:
     """Whether the study still waits for its test-split score (taken or not)."""
     with session_scope(factory) as s:
-        return bool(s.execute(text(f"SELECT status = 'completed' AND test_value IS NULL AND {_HAS_TEST} "
+        return bool(s.execute(text(f"SELECT status = 'completed' AND {_WAITING} AND {_HAS_TEST} "
                                    "AND test_attempts < :max FROM studies WHERE id = :sid"),
                               {"sid": study_id, "max": MAX_TEST_ATTEMPTS}).scalar_one_or_none())

@@ -1,5 +1,6 @@
-"""What checkpoints a study keeps: the final checkpoints of its top-k complete trials, no resumable
-checkpoint of a trial that ended, and nothing once the study is deleted."""
+"""What checkpoints a study keeps: the final checkpoints of its top-k complete trials and of the best run of
+every configuration with confirm runs (the winner's among them), no resumable checkpoint of a trial that ended,
+and nothing once the study is deleted."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from service.context import Context
 from service.store.db import session_scope
 from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
+from service.store.winner import PROTECTED_RUNS_SQL
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -36,15 +38,20 @@ def attempt_of(study_id: str, key: str) -> tuple[int, str] | None:
 
 
 def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
-    """Drop the final checkpoints of complete trials outside the top k. Returns the keys deleted."""
+    """Drop the final checkpoints of complete trials outside the top k (with `confirm`, the top
+    max(k, confirm.top_k), so the configurations to be confirmed keep theirs), never the best run of a
+    configuration with confirm runs (the winner's is one of them). Returns the keys deleted."""
     with session_scope(ctx.sessions) as s:
         keys = list(s.execute(text(f"""
             WITH ranked AS (
                 SELECT t.id, row_number() OVER (ORDER BY {BEST_ORDER_SQL}) AS rank
                 FROM trials t WHERE t.study_id = :sid AND {RANKED_SQL}
+            ), protected AS ({PROTECTED_RUNS_SQL}
             ), dropped AS (
                 SELECT t.id, t.checkpoint_key FROM trials t JOIN ranked r ON r.id = t.id
-                WHERE r.rank > :k AND t.checkpoint_key IS NOT NULL
+                WHERE r.rank > greatest(:k, (SELECT coalesce((spec->'confirm'->>'top_k')::int, 0) FROM studies
+                                             WHERE id = :sid))
+                  AND t.checkpoint_key IS NOT NULL AND t.id NOT IN (SELECT id FROM protected)
                 FOR UPDATE OF t
             )
             UPDATE trials t SET checkpoint_key = NULL, checkpoint_sha256 = NULL, checkpoint_bytes = NULL

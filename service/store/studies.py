@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import queue
+from service.store import queue, winner
 from service.store.db import session_scope
 from service.core.errors import Conflict, NotFound
 from service.core.schemas import (
@@ -26,6 +26,7 @@ from service.core.schemas import (
     TestScore,
     TrialPublic,
 )
+from service.store.eta import ExampleTotals, estimate
 from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
 from service.core.spec import StudySpec
 from service.core.states import TRIAL_STATES
@@ -36,7 +37,10 @@ def new_study_id() -> str:
 
 
 def request_hash(spec: StudySpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    # Fields added later are left out while unset, so a body hashes as it did before they existed.
+    unset = {name for name in ("confirm", "warm_start_from") if getattr(spec, name) is None}
+    body = spec.model_dump(mode="json", exclude=unset)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,10 @@ def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str) ->
 
 
 def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str, spec: StudySpec,
-                 idempotency_key: str | None, dataset_ids: dict[str, str]) -> Created:
-    """Store the study and its budget as queued slots, in one transaction."""
-    body_hash = request_hash(spec)
+                 idempotency_key: str | None, dataset_ids: dict[str, str], body_hash: str | None = None) -> Created:
+    """Store the study and its budget as queued slots, in one transaction. `body_hash`: the request's hash
+    when the stored spec differs from the posted one (warm_start_from enqueues configurations)."""
+    body_hash = body_hash or request_hash(spec)
     try:
         with session_scope(factory) as s:
             s.execute(
@@ -89,7 +94,8 @@ def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str
 # ------------------------------------------------------------------ reading
 
 _STUDY_COLUMNS = """id, name, status, status_reason, spec, created_at, started_at, finished_at, n_trials,
-    direction, baseline_value, baseline_subset_value, test_metric, test_value, optuna_study_name,
+    direction, baseline_value, baseline_subset_value, test_metric, test_value, test_trial_number, test_rescore,
+    optuna_study_name, timeout_seconds,
     extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS elapsed"""
 
 
@@ -130,12 +136,17 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
         return []
     counts: dict[str, dict[str, int]] = {i: dict.fromkeys(TRIAL_STATES, 0) for i in ids}
     ckpt_bytes: dict[str, int] = dict.fromkeys(ids, 0)
-    # One pass over the trials gives both the counts and the checkpoint bytes.
-    for sid, state, n, nbytes in s.execute(
-            text("SELECT study_id, state, count(*), coalesce(sum(checkpoint_bytes), 0) FROM trials "
-                 "WHERE study_id = ANY(:ids) GROUP BY study_id, state"), {"ids": ids}):
-        counts[sid][state] = n
-        ckpt_bytes[sid] += int(nbytes)
+    examples: dict[str, ExampleTotals] = {i: ExampleTotals() for i in ids}
+    # One pass over the trials gives the counts, the checkpoint bytes and the examples the ETA needs.
+    for g in s.execute(
+            text("SELECT study_id, state, count(*) AS n, coalesce(sum(checkpoint_bytes), 0) AS nbytes, "
+                 "coalesce(sum(examples_seen), 0) AS seen, "
+                 "coalesce(sum(examples_seen) FILTER (WHERE planned_examples > 0), 0) AS seen_of_planned, "
+                 "coalesce(sum(planned_examples) FILTER (WHERE planned_examples > 0), 0) AS planned "
+                 "FROM trials WHERE study_id = ANY(:ids) GROUP BY study_id, state"), {"ids": ids}):
+        counts[g.study_id][g.state] = g.n
+        ckpt_bytes[g.study_id] += int(g.nbytes)
+        examples[g.study_id].add(g.state, g.n, int(g.seen), int(g.seen_of_planned), int(g.planned))
     best: dict[str, BestTrial] = {}
     # The first trial per study in (objective, number) order, by a LIMIT 1 (a top-1 heap) per study: a
     # DISTINCT ON sorted every complete trial with its params and spilled to disk (bench/api_bench.py).
@@ -149,6 +160,7 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
             WHERE st.id = ANY(:ids)
         """), {"ids": ids}):
         best[b.study_id] = BestTrial(trial_number=b.number, value=b.value, params=b.params)
+    won = winner.winners(s, ids, best, {r.id for r in rows if r.spec.get("confirm")})
     running: dict[str, list[RunningTrial]] = {i: [] for i in ids}
     for r in s.execute(text("SELECT study_id, number, examples_seen, planned_examples, eta_seconds FROM trials "
                             "WHERE study_id = ANY(:ids) AND state = 'running' ORDER BY number"), {"ids": ids}):
@@ -161,11 +173,12 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
         budget = max(r.n_trials, finished + c["queued"] + c["running"]) if r.status != "completed" else finished
         out.append(StudyPublic(
             id=r.id, name=r.name, status=r.status, status_reason=r.status_reason, created_at=r.created_at,
-            started_at=r.started_at, finished_at=r.finished_at, counts=c, best=best.get(r.id),
+            started_at=r.started_at, finished_at=r.finished_at, counts=c, best=best.get(r.id), winner=won.get(r.id),
             baseline=Baseline(value=r.baseline_value, subset_value=r.baseline_subset_value)
             if r.baseline_subset_value is not None or r.baseline_value is not None else None,
-            test=TestScore(metric=r.test_metric, value=r.test_value) if r.test_value is not None else None,
-            progress=_progress(r, finished, budget, running[r.id]),
+            test=TestScore(metric=r.test_metric, value=r.test_value, trial_number=r.test_trial_number,
+                           rescoring=r.test_rescore) if r.test_value is not None else None,
+            progress=_progress(r, finished, budget, running[r.id], examples[r.id]),
             objective={"metric": r.spec.get("objective", {}).get("metric"), "direction": r.direction},
             checkpoint_bytes=int(ckpt_bytes.get(r.id, 0)),
             spec=r.spec if with_spec else None,
@@ -173,16 +186,18 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
     return out
 
 
-def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial]) -> Progress:
+def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial], examples: ExampleTotals
+              ) -> Progress:
     budget = max(budget, 1)
     partial = sum(min(1.0, t.examples_seen / t.planned_examples) for t in running if t.planned_examples)
     fraction = min(1.0, (finished + partial) / budget) if r.status != "completed" else 1.0
     elapsed = float(r.elapsed) if r.elapsed is not None else None
-    eta = None
-    if elapsed and fraction > 0 and r.status in ("running", "queued"):
-        eta = elapsed * (1 - fraction) / fraction
+    eta, bound = None, None
+    if r.status in ("running", "queued"):
+        eta, bound = estimate(elapsed=elapsed, fraction=fraction, slots_left=max(0, budget - finished - len(running)),
+                              running=running, totals=examples, timeout_seconds=r.timeout_seconds)
     return Progress(trials_finished=finished, n_trials=budget, fraction=round(fraction, 4), running=running,
-                    elapsed_seconds=elapsed, eta_seconds=eta)
+                    elapsed_seconds=elapsed, eta_seconds=eta, eta_bound=bound)
 
 
 SortKey = Literal["number", "value", "state", "duration", "attempts"]

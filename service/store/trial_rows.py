@@ -12,7 +12,8 @@ from service.core.schemas import IntermediatePoint, TrialPublic
 
 TRIAL_COLUMNS = """id, number, state, params, value, metrics, attempts, failure_reason, below_baseline,
     examples_seen, planned_examples, last_eval, eta_seconds, worker_id, checkpoint_key IS NOT NULL AS has_ckpt,
-    started_at, finished_at, extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS duration, seq"""
+    started_at, finished_at, extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS duration, seq,
+    kind, confirm_of, train_seed"""
 
 
 def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> list[TrialPublic]:
@@ -31,4 +32,5 @@ def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> 
         planned_examples=r.planned_examples, last_eval=r.last_eval, eta_seconds=r.eta_seconds,
         worker_id=r.worker_id, has_checkpoint=r.has_ckpt, started_at=r.started_at, finished_at=r.finished_at,
         duration_seconds=float(r.duration) if r.duration is not None else None, intermediate=points[r.id],
+        kind=r.kind, confirm_of=r.confirm_of, train_seed=r.train_seed,
     ) for r in rows]

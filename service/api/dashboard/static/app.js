@@ -42,6 +42,19 @@ function fmtDuration(sec) {
   return `${s}s`;
 }
 
+// The study's ETA, with "(timeout)" when budget.timeout_seconds, not the remaining trials, bounds it.
+function fmtEta(p) {
+  if (p.eta_seconds === null || p.eta_seconds === undefined) return "—";
+  return `${fmtDuration(p.eta_seconds)}${p.eta_bound === "timeout" ? " (timeout)" : ""}`;
+}
+
+// The baseline, or "pending" while a started study waits for it (computed after a trial, never before the first).
+function fmtBaseline(s) {
+  const base = s.baseline ? (s.baseline.value ?? s.baseline.subset_value) : null;
+  if ((base === null || base === undefined) && s.started_at && s.status !== "failed") return "pending";
+  return fmt(base);
+}
+
 function fmtParam(v) {
   if (typeof v === "number" && !Number.isInteger(v)) return Math.abs(v) < 1e-3 ? v.toExponential(2) : String(+v.toPrecision(4));
   return String(v);
@@ -223,7 +236,7 @@ async function studiesPage() {
       el("td", {}, counts(s.counts)),
       el("td", { class: "num", dataset: { workers: s.id } }, String(v.workers[s.id] || 0)),
       el("td", { class: "num" }, fmtDuration(s.progress.elapsed_seconds)),
-      el("td", { class: "num" }, s.progress.eta_seconds !== null ? fmtDuration(s.progress.eta_seconds) : "—"),
+      el("td", { class: "num", dataset: { etaBound: s.progress.eta_bound || "" } }, fmtEta(s.progress)),
     )) : [el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No studies yet. Submit one with `stsweep submit`." }))]));
   }
 
@@ -364,6 +377,13 @@ function chartCard(id, title) {
     el("div", { class: "chart", id, dataset: { traceCount: "0", ready: "0" } }));
 }
 
+// A confirmed winner (several runs of one configuration) as "mean ± std"; null for a single best trial.
+function confirmedWinner(s) {
+  const w = s.winner;
+  if (!w || w.runs < 2) return null;
+  return w.std === null ? fmt(w.mean) : `${fmt(w.mean)} ± ${fmt(w.std)}`;
+}
+
 function renderSummary(v) {
   const s = v.summary;
   $("#study-status").replaceChildren(badge(s.status));
@@ -374,13 +394,13 @@ function renderSummary(v) {
   $("#btn-resume").disabled = !["paused", "stopped"].includes(s.status);
   $("#btn-stop").disabled = !["queued", "running", "paused"].includes(s.status);
   $("#btn-download").disabled = !s.best;
-  const base = s.baseline ? (s.baseline.value ?? s.baseline.subset_value) : null;
   const stat = (label, value, sub, extra) => el("div", { class: "card stat" }, el("div", { class: "label", text: label }), el("div", { class: "value" }, value), sub ? el("div", { class: "sub" }, sub) : null, extra || null);
   $("#summary-cards").replaceChildren(
     stat("Best", fmt(s.best && s.best.value), s.best ? `trial #${s.best.trial_number}` : "no complete trial yet"),
-    stat("Baseline", fmt(base), s.test ? `test ${s.test.metric}: ${fmt(s.test.value)}` : "base model, no fine-tuning"),
+    ...(confirmedWinner(s) ? [stat("Winner", confirmedWinner(s), `mean over ${s.winner.runs} runs: trials ${s.winner.trial_numbers.map((n) => `#${n}`).join(", ")}`)] : []),
+    stat("Baseline", fmtBaseline(s), s.test ? `test ${s.test.metric}: ${fmt(s.test.value)}${s.test.rescoring ? " (scoring the new winner)" : ""}` : "base model, no fine-tuning"),
     stat("Progress", `${Math.round(s.progress.fraction * 100)}%`, null, progressBar(s.progress, "study")),
-    stat("Elapsed", fmtDuration(s.progress.elapsed_seconds), s.progress.eta_seconds !== null ? `ETA ${fmtDuration(s.progress.eta_seconds)}` : "ETA —"),
+    stat("Elapsed", fmtDuration(s.progress.elapsed_seconds), `ETA ${fmtEta(s.progress)}`),
     el("div", { class: "card stat", id: "study-counts" }, el("div", { class: "label", text: "Trials" }), el("div", { class: "value" }, String(Object.values(s.counts).reduce((a, b) => a + b, 0))), el("div", { class: "sub" }, counts(s.counts))),
   );
   const best = $("#best-params");
@@ -428,8 +448,17 @@ async function tick(v) {
   }
 }
 
+// The baseline lands after a study's first trial: the charts' baseline lines follow it without a reload (the
+// history compares full-eval values, the curves eval-subset ones, as service/store/dashboard_reads.py serves them).
+function syncBaseline(v, b) {
+  if (!b) return;
+  const full = b.value, subset = b.subset_value ?? b.value;
+  if (v.historyMeta && v.historyMeta.baseline !== full) { v.historyMeta.baseline = full; drawHistory(v); }
+  if (v.curvesMeta && v.curvesMeta.baseline !== subset) { v.curvesMeta.baseline = subset; drawCurves(v); }
+}
+
 function applyDelta(v, delta) {
-  if (delta.study) { v.summary = { ...delta.study, spec: v.summary.spec }; renderSummary(v); }
+  if (delta.study) { v.summary = { ...delta.study, spec: v.summary.spec }; renderSummary(v); syncBaseline(v, delta.study.baseline); }
   if (!delta.trials.length) return;
   let history = false, curves = false, parallel = false;
   const rows = new Map(v.table.items.map((t, i) => [t.number, i]));
@@ -483,7 +512,7 @@ function drawTable(v) {
   const bestNo = v.summary.best ? v.summary.best.trial_number : null;
   $("#trials-table tbody").replaceChildren(...(t.items.length ? t.items.map((r) => el("tr", { dataset: { trial: r.number, state: r.state } },
     el("td", { class: "num" }, r.number === bestNo ? el("strong", { title: "best trial", text: `★ ${r.number}` }) : String(r.number)),
-    el("td", {}, badge(r.state)),
+    el("td", {}, badge(r.state), r.kind === "confirm" ? el("span", { class: "small muted", title: `training seed ${r.train_seed}`, text: ` confirms #${r.confirm_of}` }) : null),
     el("td", { class: "num" }, fmt(r.value)),
     el("td", { class: "params", title: r.params ? JSON.stringify(r.params) : "" }, r.params ? Object.entries(r.params).map(([k, x]) => `${k.replace(/^per_device_train_/, "")}=${fmtParam(x)}`).join(", ") : el("span", { class: "muted", text: "not sampled yet" })),
     el("td", { class: "num small" }, r.state === "queued" ? "—" : `${fmtExamples(r.examples_seen)}${r.planned_examples ? ` / ${fmtExamples(r.planned_examples)}` : ""}`),
