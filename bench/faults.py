@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.ttq_data import read_sts_file as read_sts  # noqa: E402
 from service.context import Context  # noqa: E402
 from service.core.spec import StudySpec  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -62,16 +63,6 @@ CHECKPOINT_LINE = re.compile(r"resumable checkpoint at (\d+) examples \((\d+) Mi
 
 
 # ---------------------------------------------------------------- data
-
-
-def read_sts(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8", newline="") as f:
-        for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(fields) < 7:
-                continue
-            rows.append({"sentence1": fields[5].strip(), "sentence2": fields[6].strip(), "score": float(fields[4])})
-    return rows
 
 
 def write_subset(src: Path, dest: Path, n: int, seed: int) -> int:

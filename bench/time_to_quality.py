@@ -1,7 +1,7 @@
 """Time to quality (issue 12, item 1): how much compute each way of searching needs to find a good model.
 
     .venv/bin/python bench/time_to_quality.py [--quick] [--methods abcde] [--budget 240] [--train-pairs 512]
-    .venv/bin/python bench/time_to_quality.py --grid      # train the replay grid once (resumable), ~15-25 min
+    .venv/bin/python bench/time_to_quality.py --grid      # the replay grid, once (resumable), ~3,200 CPU-s
     .venv/bin/python bench/time_to_quality.py --replay [--seeds 50] [--budget 240]   # seconds, needs the grid
 
 Real run: the methods one after another, each in its own process(es) with the same budget of CPU seconds

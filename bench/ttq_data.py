@@ -46,7 +46,12 @@ class DataSizes:
 
 
 def read_sts(split: str) -> list[dict[str, Any]]:
-    path = STSB / f"sts-{split}.csv"
+    return read_sts_file(STSB / f"sts-{split}.csv")
+
+
+def read_sts_file(path: Path) -> list[dict[str, Any]]:
+    """Every row of an STS benchmark file as {sentence1, sentence2, score (0..5)} (rows with extra trailing
+    columns keep their first seven)."""
     rows = []
     with path.open(encoding="utf-8", newline="") as f:
         for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):

@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -194,26 +195,34 @@ class Worker:
         computation fails), another attempt takes it once the lease ran out, up to a cap."""
         if self.signals.requested.is_set():
             return False
+        return self._study_job("baseline", baseline_job.claim_baseline, study_id, self._baseline)
+
+    def _baseline(self, job: baseline_job.BaselineJob) -> None:
+        state = self.warm_study(job.study_id)
+        subset_value, full_value = state.prepared.baseline()
+        if self.faults.db.call("baseline", baseline_job.record_baseline, self.ctx.sessions, job, full_value,
+                               subset_value, stop=self.signals.requested):
+            log.info("study %s: baseline %.4f (eval subset %.4f)", job.study_id, full_value, subset_value)
+        else:
+            log.warning("study %s: baseline job taken over by another worker; its baseline is kept", job.study_id)
+
+    def _study_job(self, what: str, claim: Callable[..., tuple[bool, Any]], study_id: str | None,
+                   work: Callable[[Any], None]) -> bool:
+        """Take a study job (`claim`: that study's, or any waiting with None) and run `work(job)` while the
+        heartbeat renews its lease. True when a job was taken. A job that fails here, or whose worker dies, is
+        taken again once its lease ran out (each job caps its attempts)."""
         try:
-            ok, job = self.faults.db.once("baseline", baseline_job.claim_baseline, self.ctx.sessions,
-                                          self.ctx.settings.lease_seconds, study_id)
+            ok, job = self.faults.db.once(what, claim, self.ctx.sessions, self.ctx.settings.lease_seconds, study_id)
         except StsweepError as exc:
-            log.warning("baseline: %s", exc.message)
+            log.warning("%s: %s", what, exc.message)
             return False
         if not ok or job is None:
             return False
         self.heartbeat.watch_job(job)
         try:
-            state = self.warm_study(job.study_id)
-            subset_value, full_value = state.prepared.baseline()
-            if self.faults.db.call("baseline", baseline_job.record_baseline, self.ctx.sessions, job, full_value,
-                                   subset_value, stop=self.signals.requested):
-                log.info("study %s: baseline %.4f (eval subset %.4f)", job.study_id, full_value, subset_value)
-            else:
-                log.warning("study %s: baseline job taken over by another worker; its baseline is kept",
-                            job.study_id)
+            work(job)
         except Exception as exc:  # noqa: BLE001 - the job is taken again once its lease runs out
-            log.warning("study %s: baseline not computed (%s); it will be retried", job.study_id,
+            log.warning("study %s: %s not done (%s); it will be retried", job.study_id, what,
                         transient(exc) or f"{type(exc).__name__}: {exc}")
         finally:
             self.heartbeat.watch_job(None)
@@ -399,23 +408,10 @@ class Worker:
     def score_test_split(self, study_id: str | None = None) -> bool:
         """Take a completed study's test-split job (that study's, or any waiting) and score its winner. True
         when a job was taken. Its lease is renewed by the heartbeat; if this worker dies, another takes it."""
-        try:
-            ok, job = self.faults.db.once("test split", results.claim_test_split, self.ctx.sessions,
-                                          self.ctx.settings.lease_seconds, study_id)
-        except StsweepError as exc:
-            log.warning("test split: %s", exc.message)
-            return False
-        if not ok or job is None:
-            return False
-        self.heartbeat.watch_job(job)
-        try:
-            from workers.test_split import evaluate_winner_on_test
+        return self._study_job("test split", results.claim_test_split, study_id, self._test_split)
 
-            state = self.warm_study(job.study_id)
-            evaluate_winner_on_test(self.ctx, job, state.prepared, self.scratch, self.faults)
-        except Exception as exc:  # noqa: BLE001 - the job is taken again once its lease runs out
-            log.warning("study %s: test split not scored (%s); it will be retried", job.study_id,
-                        transient(exc) or f"{type(exc).__name__}: {exc}")
-        finally:
-            self.heartbeat.watch_job(None)
-        return True
+    def _test_split(self, job: results.ScoreJob) -> None:
+        from workers.test_split import evaluate_winner_on_test
+
+        state = self.warm_study(job.study_id)
+        evaluate_winner_on_test(self.ctx, job, state.prepared, self.scratch, self.faults)
