@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=None, help="examples between evaluations (128, --quick 64)")
     ap.add_argument("--seed", type=int, default=1, help="data and sampler seed")
     ap.add_argument("--seeds", type=int, default=50, help="replay: seeds per method")
+    ap.add_argument("--budgets", type=lambda v: [float(x) for x in v.split(",") if x.strip()], default=[],
+                    help="replay: also scan these budgets (CPU-s, comma-separated), a table and a plot panel")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--real-out", default=None, help="where to write the real run's JSON (default bench/ttq_real.json;"
                     " --quick: nowhere)")

@@ -422,20 +422,6 @@ def measured(name: str, loads: dict[str, tuple[float, float]], foreign: dict[str
     foreign[name] = machine_busy_seconds() - m0 - ours
 
 
-@contextlib.contextmanager
-def env_set(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) (\w+) (.*)$")
 
 
@@ -496,46 +482,20 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
     import httpx
     from sqlalchemy import text
 
-    from bench.api_bench import _http_ok, server
-    from bench.fill import create_database, drop_database
-    from service.store import migrate, optuna_bridge
-    from service.store.tokens import create_token
-    from service.context import Context
-    from service.settings import Settings
-    from tests.pairs import write_jsonl
+    from bench.stsweep_harness import stsweep_stack
 
     args = sh.args
     workdir = sh.workdir / "stsweep"
-    logdir = workdir / "logs"
-    data_root = workdir / "data"
-    (data_root / "sts").mkdir(parents=True)
-    logdir.mkdir(parents=True)
-    write_jsonl(data_root / "sts" / "train.jsonl", train_rows)
-    write_jsonl(data_root / "sts" / "dev.jsonl", dev_rows)
-    artifact_root = logdir / "ours-home" / "artifacts"  # where api_bench's server puts its artifacts
-    db_name, url = create_database("stsweep_bench3")
-    ctx = None
-    try:
-        migrate.upgrade(url)
-        settings = Settings(database_url=url, optuna_schema="optuna", home=workdir / "home",
-                            artifact_root=str(artifact_root), data_root=data_root,
-                            _env_file=None)  # type: ignore[call-arg]
-        ctx = Context(settings, url)
-        ctx.optuna_storage  # noqa: B018  (schema optuna and its tables)
-        token = create_token(ctx.sessions, "bench")
-        wenv = {k: v for k, v in os.environ.items() if not k.startswith("STSWEEP_")}
-        wenv.update({"STSWEEP_DATABASE_URL": url, "STSWEEP_HOME": str(workdir / "worker-home"),
-                     "STSWEEP_ARTIFACT_ROOT": str(artifact_root), "STSWEEP_DATA_ROOT": str(data_root),
-                     "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-                     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
-        worker_log = logdir / "worker.log"
-        with env_set(STSWEEP_DATA_ROOT=str(data_root)):  # the API checks that data paths exist under it
-            api = server("ours", url, logdir, _http_ok("/healthz"))
-            port = api.__enter__()
+    worker_log = workdir / "logs" / "worker.log"
+    wenv = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    with stsweep_stack(workdir, "stsweep_bench3", {"sts/train.jsonl": train_rows, "sts/dev.jsonl": dev_rows},
+                       wenv) as stack:
+        ctx = stack.ctx
         worker: subprocess.Popen[bytes] | None = None
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
-                              headers={"Authorization": f"Bearer {token}"}) as client:
+            with httpx.Client(base_url=stack.base_url, timeout=120,
+                              headers={"Authorization": f"Bearer {stack.token}"}) as client:
                 t_post = time.time()
                 r = client.post("/v1/studies", json=study_body(configs, args))
                 if r.status_code != 201:
@@ -546,7 +506,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                 with worker_log.open("wb") as out:
                     worker = subprocess.Popen(
                         [sys.executable, "-m", "workers", "--device", "cpu", "--exit-when-idle", "3"],
-                        cwd=ROOT, env=wenv, stdout=out, stderr=subprocess.STDOUT)
+                        cwd=ROOT, env=stack.worker_env, stdout=out, stderr=subprocess.STDOUT)
                 rc = worker.wait(timeout=args.worker_timeout)
                 t_exit = time.time()
                 cpu_worker = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
@@ -555,7 +515,7 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
             if worker is not None and worker.poll() is None:
                 worker.kill()
                 worker.wait()
-            api.__exit__(None, None, None)
+            stack.stop_api()
         cpu_api = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0 - cpu_worker
         with ctx.engine.connect() as conn:
             finished = conn.execute(text("SELECT extract(epoch FROM finished_at) FROM studies WHERE id = :s"),
@@ -588,11 +548,6 @@ def run_stsweep(sh: Shared, configs: list[Config], train_rows: list[dict[str, An
                        log_tail=worker_log.read_text(errors="replace")[-3000:],
                        checkpoint_bytes=int(sum(t.checkpoint_bytes or 0 for t in trials)),
                        cpu_worker=cpu_worker, cpu_api=cpu_api)
-    finally:
-        if ctx is not None:
-            ctx.close()
-        optuna_bridge.storage.cache_clear()
-        drop_database(db_name)
 
 
 class _NullHooks:

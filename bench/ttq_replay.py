@@ -239,6 +239,58 @@ def pruning_bias(runs: dict[str, list[Replayed]], names: dict[str, str]) -> list
 # ------------------------------------------------------------------ main
 
 
+def replay_all(methods: str, seeds: int, grid: dict[Any, GridRow], budget: float, every: int, sizes: list[int],
+               losses: list[str]) -> dict[str, list[Replayed]]:
+    return {m: [replay(m, s, grid, budget, every, sizes, losses) for s in range(seeds)] for m in methods}
+
+
+def summarize(runs: dict[str, list[Replayed]]) -> dict[str, dict[str, Any]]:
+    """Per method: the ratio (CPU-s to reach (a)'s final best of the same seed / (a)'s CPU-s to reach it) and the
+    final best dev, as median and p10 / p90 over seeds; how many seeds reached (a)'s best; median trials and
+    pruned trials per seed."""
+    a_curves = [r.curve for r in runs.get("a", [])]
+    summary: dict[str, dict[str, Any]] = {}
+    for m, reps in runs.items():
+        ratios, bests = [], []
+        for s, rep in enumerate(reps):
+            target = final_best(a_curves[s]) if a_curves else None
+            c_a = compute_to_reach(a_curves[s], target) if target is not None else math.nan
+            reach = compute_to_reach(rep.curve, target) if target is not None else math.inf
+            ratios.append(reach / c_a if c_a else math.inf)
+            bests.append(final_best(rep.curve) or math.nan)
+        summary[m] = {"ratio_p50": nearest_rank(ratios, 50), "ratio_p10": nearest_rank(ratios, 10),
+                      "ratio_p90": nearest_rank(ratios, 90), "reached": sum(math.isfinite(x) for x in ratios),
+                      "n": len(reps), "best_p50": nearest_rank(bests, 50), "best_p10": nearest_rank(bests, 10),
+                      "best_p90": nearest_rank(bests, 90),
+                      "trials": statistics.median(len(r.trials) for r in reps),
+                      "pruned": statistics.median(sum(t["state"] == "pruned" for t in r.trials) for r in reps)}
+    return summary
+
+
+def budget_scan(args: argparse.Namespace, grid: dict[Any, GridRow], sizes: list[int], losses: list[str],
+                names: dict[str, str]) -> dict[float, dict[str, dict[str, Any]]]:
+    """The headline ratio as the budget grows (more trials per method): one line per budget and method."""
+    scan = {b: summarize(replay_all(args.methods, args.seeds, grid, b, args.every, sizes, losses))
+            for b in args.budgets}
+    print(f"replay: the ratio against the budget ({args.seeds} seeds each; median [p10, p90], seeds that reached "
+          "(a)'s best, median trials per seed)")
+    head = f"{'budget CPU-s':>12}  " + "  ".join(f"{names[m][:3]:<27}" for m in args.methods if m != "a")
+    print(head)
+    print("-" * len(head))
+    for b, summary in scan.items():
+        cells = []
+        for m in args.methods:
+            if m == "a":
+                continue
+            sm = summary[m]
+            cells.append(f"{fmt(sm['ratio_p50'], '.2f'):>5} [{fmt(sm['ratio_p10'], '.2f')}, "
+                         f"{fmt(sm['ratio_p90'], '.2f')}] {sm['reached']:>2} {sm['trials']:>3.0f}".ljust(27))
+        print(f"{b:>12.0f}  " + "  ".join(cells))
+    return scan
+
+
+
+
 def replay_main(args: argparse.Namespace, curves: Path, real: Path, plot: Path, names: dict[str, str],
                 goal: float) -> int:
     from bench.ttq_data import DataSizes
@@ -254,10 +306,7 @@ def replay_main(args: argparse.Namespace, curves: Path, real: Path, plot: Path, 
                          "complete: run --grid again (it resumes)")
     grid = {k: v for k, v in grid.items() if k[3] in losses and k[1] in sizes}
     t = time.time()
-    runs: dict[str, list[Replayed]] = {m: [] for m in args.methods}
-    for m in args.methods:
-        for s in range(args.seeds):
-            runs[m].append(replay(m, s, grid, args.budget, args.every, sizes, losses))
+    runs = replay_all(args.methods, args.seeds, grid, args.budget, args.every, sizes, losses)
     elapsed = time.time() - t
     best_cfg = max(grid.values(), key=lambda r: r.best)
     best_final = max(grid.values(), key=lambda r: r.final)
@@ -273,28 +322,13 @@ def replay_main(args: argparse.Namespace, curves: Path, real: Path, plot: Path, 
     print("ratio: CPU-s to reach (a)'s final best of the same seed / (a)'s CPU-s to reach it")
     print(head)
     print("-" * len(head))
-    a_curves = [r.curve for r in runs.get("a", [])]
-    summary: dict[str, dict[str, Any]] = {}
-    for m, reps in runs.items():
-        ratios, bests = [], []
-        for s, rep in enumerate(reps):
-            target = final_best(a_curves[s]) if a_curves else None
-            c_a = compute_to_reach(a_curves[s], target) if target is not None else math.nan
-            reach = compute_to_reach(rep.curve, target) if target is not None else math.inf
-            ratios.append(reach / c_a if c_a else math.inf)
-            bests.append(final_best(rep.curve) or math.nan)
-        reached = sum(math.isfinite(x) for x in ratios)
-        n_trials = statistics.median(len(r.trials) for r in reps)
-        n_pruned = statistics.median(sum(t["state"] == "pruned" for t in r.trials) for r in reps)
-        summary[m] = {"ratio_p50": nearest_rank(ratios, 50), "ratio_p10": nearest_rank(ratios, 10),
-                      "ratio_p90": nearest_rank(ratios, 90), "reached": reached,
-                      "best_p50": nearest_rank(bests, 50), "best_p10": nearest_rank(bests, 10),
-                      "best_p90": nearest_rank(bests, 90)}
-        sm = summary[m]
+    summary = summarize(runs)
+    for m, sm in summary.items():
         ratio_txt = f"{fmt(sm['ratio_p50'], '.2f')} [{fmt(sm['ratio_p10'], '.2f')}, {fmt(sm['ratio_p90'], '.2f')}]"
         best_txt = f"{sm['best_p50']:.4f} [{sm['best_p10']:.4f}, {sm['best_p90']:.4f}]"
-        print(f"{names[m]:<54} {ratio_txt:>26} {f'{reached}/{len(reps)}':>8} {best_txt:>28} {n_trials:>6.0f} "
-              f"{n_pruned:>6.0f}")
+        reached_txt = f"{sm['reached']}/{sm['n']}"
+        print(f"{names[m]:<54} {ratio_txt:>26} {reached_txt:>8} {best_txt:>28} {sm['trials']:>6.0f} "
+              f"{sm['pruned']:>6.0f}")
     st = {m: v for m, v in summary.items() if m in "cde"}
     if st:
         m, v = min(st.items(), key=lambda kv: kv[1]["ratio_p50"])
@@ -306,11 +340,15 @@ def replay_main(args: argparse.Namespace, curves: Path, real: Path, plot: Path, 
     print()
     for line in pruning_bias(runs, names):
         print(line)
+    scan = None
+    if args.budgets:
+        print()
+        scan = budget_scan(args, grid, sizes, losses, names)
     real_doc = json.loads(real.read_text()) if real.exists() else None
     try:
         from bench.ttq_plot import draw
 
-        draw(plot, runs, real_doc, names, args.budget)
+        draw(plot, runs, real_doc, names, args.budget, scan)
         print(f"\nplot: {plot.relative_to(plot.parents[1])}")
     except ImportError as exc:
         print(f"\nno plot ({exc}): .venv/bin/pip install matplotlib (the `bench` extra)")

@@ -1,6 +1,6 @@
 """Time-to-quality bench: one stsweep method end to end (methods c, d, e).
 
-Our API in a subprocess (bench/api_bench.py's `server`) over a fresh migrated database, a token, `POST
+Our API in a subprocess over a fresh migrated database and a token (bench/stsweep_harness.py), `POST
 /v1/studies` (the bench's search space, n_trials 200, one trial at a time), then one worker process (`python -m
 workers --device cpu --exit-when-idle 5`) whose CPU seconds (user + sys, /proc/<pid>/stat) are polled every 0.5 s.
 When they pass the budget the bench POSTs /v1/studies/{id}/stop (the running trial is interrupted and does not
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,6 @@ from bench.ttq_data import (
     BenchData,
     method_env,
     proc_cpu_seconds,
-    write_jsonl,
 )
 
 PRUNERS: dict[str, dict[str, Any]] = {
@@ -95,128 +93,96 @@ def cpu_at(timeline: list[tuple[float, float]], wall: float) -> float:
 def run_stsweep(method: str, data: BenchData, args: argparse.Namespace, work: Path, log: Any) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from bench.api_bench import _http_ok, server
-    from bench.fill import create_database, drop_database
+    from bench.stsweep_harness import stsweep_stack
     from service.client.http import StsweepClient
-    from service.context import Context
-    from service.settings import Settings
-    from service.store import migrate, optuna_bridge
-    from service.store.tokens import create_token
 
     t_start = time.time()
-    logdir, data_root = work / "logs", work / "data"
-    logdir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(data_root / "ttq" / "train.jsonl", data.train)
-    write_jsonl(data_root / "ttq" / "dev.jsonl", data.dev)
-    artifact_root = logdir / "ours-home" / "artifacts"  # where api_bench's server keeps its artifacts
-    db_name, url = create_database("stsweep_ttq")
-    ctx = None
+    logdir = work / "logs"
     result: dict[str, Any] = {"trials": []}
+    wenv = method_env(args.threads)
+    # Resumable checkpoints (fault tolerance, costed in bench/faults.py) are due every 60 s of wall time by
+    # default: on this contended machine that is every second evaluation, several times what an idle one pays
+    # per CPU-second. Set apart here; the methods do not have them.
+    wenv["STSWEEP_CHECKPOINT_EVERY_SECONDS"] = str(CHECKPOINT_EVERY_SECONDS)
     try:
-        migrate.upgrade(url)
-        settings = Settings(database_url=url, optuna_schema="optuna", home=work / "home",
-                            artifact_root=str(artifact_root), data_root=data_root,
-                            _env_file=None)  # type: ignore[call-arg]
-        ctx = Context(settings, url)
-        ctx.optuna_storage  # noqa: B018  (schema optuna and its tables)
-        token = create_token(ctx.sessions, "bench")
-        wenv = {k: v for k, v in os.environ.items() if not k.startswith("STSWEEP_")}
-        wenv.update(method_env(args.threads))
-        wenv.update({"STSWEEP_DATABASE_URL": url, "STSWEEP_HOME": str(work / "worker-home"),
-                     "STSWEEP_ARTIFACT_ROOT": str(artifact_root), "STSWEEP_DATA_ROOT": str(data_root),
-                     # Resumable checkpoints (fault tolerance, costed in bench/faults.py) are due every 60 s of
-                     # wall time by default: on this contended machine that is every second evaluation, several
-                     # times what an idle one pays per CPU-second. Set apart here; the methods do not have them.
-                     "STSWEEP_CHECKPOINT_EVERY_SECONDS": str(CHECKPOINT_EVERY_SECONDS)})
-        old_root = os.environ.get("STSWEEP_DATA_ROOT")
-        os.environ["STSWEEP_DATA_ROOT"] = str(data_root)  # the API checks that data paths exist under it
-        try:
-            api = server("ours", url, logdir, _http_ok("/healthz"))
-            port = api.__enter__()
-        finally:
-            if old_root is None:
-                os.environ.pop("STSWEEP_DATA_ROOT", None)
-            else:
-                os.environ["STSWEEP_DATA_ROOT"] = old_root
-        worker: subprocess.Popen[bytes] | None = None
-        timeline: list[tuple[float, float]] = []
-        stopped_at: float | None = None
-        try:
-            client = StsweepClient(f"http://127.0.0.1:{port}", token, timeout=120)
-            study_id = str(client.create_study(study_body(method, data, args.seed)).id)
-            worker_log = logdir / "worker.log"
-            with worker_log.open("wb") as out:
-                worker = subprocess.Popen([sys.executable, "-m", "workers", "--device", "cpu", "--exit-when-idle", "5"],
-                                          cwd=ROOT, env=wenv, stdout=out, stderr=subprocess.STDOUT)
-            deadline = time.time() + args.budget * 6 + 600
-            while worker.poll() is None and time.time() < deadline:
-                cpu = proc_cpu_seconds(worker.pid)
-                if cpu is not None:
-                    timeline.append((time.time(), cpu))
-                    if stopped_at is None and cpu >= args.budget:
-                        stopped_at = time.time()
-                        client.stop_study(study_id)
-                        log(f"({method}) budget passed ({cpu:.0f} CPU-s): study stopped")
-                time.sleep(POLL_S)
-            if worker.poll() is None:
-                log(f"({method}) worker still running at the deadline: killed")
-                worker.kill()
-            rc = worker.wait()
-            with ctx.engine.connect() as conn:
-                rows = conn.execute(text(
-                    "SELECT number, state, value, params, examples_seen, planned_examples, "
-                    "extract(epoch FROM started_at) AS s, extract(epoch FROM finished_at) AS f "
-                    "FROM trials WHERE study_id = :s ORDER BY number"), {"s": study_id}).all()
-                points = conn.execute(text(
-                    "SELECT t.number, iv.examples_seen, iv.value FROM intermediate_values iv JOIN trials t "
-                    "ON t.id = iv.trial_id WHERE t.study_id = :s ORDER BY t.number, iv.examples_seen"),
-                    {"s": study_id}).all()
-                baseline = conn.execute(text("SELECT baseline_value FROM studies WHERE id = :s"),
-                                        {"s": study_id}).scalar()
-            budget_wall = stopped_at if stopped_at is not None else float("inf")
-            trials = []
-            for r in rows:
-                if r.s is None:
-                    continue  # never started
-                finished_cpu = cpu_at(timeline, float(r.f)) if r.f is not None else None
-                counts = r.f is not None and float(r.f) <= budget_wall and (finished_cpu or 0) <= args.budget
-                state = r.state if counts else "over_budget"
-                curve = [(int(n_ex), float(v)) for n, n_ex, v in points if n == r.number]
-                trials.append({
-                    "number": int(r.number), "params": r.params or {}, "state": state,
-                    "value": float(r.value) if r.value is not None and state == "complete" else None,
-                    "examples_seen": int(r.examples_seen or 0), "planned_examples": int(r.planned_examples or 0),
-                    "cpu_start": cpu_at(timeline, float(r.s)), "cpu_end": finished_cpu,
-                    "examples": [e for e, _ in curve], "values": [v for _, v in curve], "test": None,
-                })
-            done = [t for t in trials if t["state"] == "complete"]
-            if done:
-                winner = max(done, key=lambda t: t["value"])
-                from sentence_transformers import SentenceTransformer
+        with stsweep_stack(work, "stsweep_ttq", {"ttq/train.jsonl": data.train, "ttq/dev.jsonl": data.dev},
+                           wenv) as stack:
+            ctx = stack.ctx
+            worker: subprocess.Popen[bytes] | None = None
+            timeline: list[tuple[float, float]] = []
+            stopped_at: float | None = None
+            try:
+                client = StsweepClient(stack.base_url, stack.token, timeout=120)
+                study_id = str(client.create_study(study_body(method, data, args.seed)).id)
+                worker_log = logdir / "worker.log"
+                with worker_log.open("wb") as out:
+                    worker = subprocess.Popen(
+                        [sys.executable, "-m", "workers", "--device", "cpu", "--exit-when-idle", "5"],
+                        cwd=ROOT, env=stack.worker_env, stdout=out, stderr=subprocess.STDOUT)
+                deadline = time.time() + args.budget * 6 + 600
+                while worker.poll() is None and time.time() < deadline:
+                    cpu = proc_cpu_seconds(worker.pid)
+                    if cpu is not None:
+                        timeline.append((time.time(), cpu))
+                        if stopped_at is None and cpu >= args.budget:
+                            stopped_at = time.time()
+                            client.stop_study(study_id)
+                            log(f"({method}) budget passed ({cpu:.0f} CPU-s): study stopped")
+                    time.sleep(POLL_S)
+                if worker.poll() is None:
+                    log(f"({method}) worker still running at the deadline: killed")
+                    worker.kill()
+                rc = worker.wait()
+                with ctx.engine.connect() as conn:
+                    rows = conn.execute(text(
+                        "SELECT number, state, value, params, examples_seen, planned_examples, "
+                        "extract(epoch FROM started_at) AS s, extract(epoch FROM finished_at) AS f "
+                        "FROM trials WHERE study_id = :s ORDER BY number"), {"s": study_id}).all()
+                    points = conn.execute(text(
+                        "SELECT t.number, iv.examples_seen, iv.value FROM intermediate_values iv JOIN trials t "
+                        "ON t.id = iv.trial_id WHERE t.study_id = :s ORDER BY t.number, iv.examples_seen"),
+                        {"s": study_id}).all()
+                    baseline = conn.execute(text("SELECT baseline_value FROM studies WHERE id = :s"),
+                                            {"s": study_id}).scalar()
+                budget_wall = stopped_at if stopped_at is not None else float("inf")
+                trials = []
+                for r in rows:
+                    if r.s is None:
+                        continue  # never started
+                    finished_cpu = cpu_at(timeline, float(r.f)) if r.f is not None else None
+                    counts = r.f is not None and float(r.f) <= budget_wall and (finished_cpu or 0) <= args.budget
+                    state = r.state if counts else "over_budget"
+                    curve = [(int(n_ex), float(v)) for n, n_ex, v in points if n == r.number]
+                    trials.append({
+                        "number": int(r.number), "params": r.params or {}, "state": state,
+                        "value": float(r.value) if r.value is not None and state == "complete" else None,
+                        "examples_seen": int(r.examples_seen or 0), "planned_examples": int(r.planned_examples or 0),
+                        "cpu_start": cpu_at(timeline, float(r.s)), "cpu_end": finished_cpu,
+                        "examples": [e for e, _ in curve], "values": [v for _, v in curve], "test": None,
+                    })
+                done = [t for t in trials if t["state"] == "complete"]
+                if done:
+                    winner = max(done, key=lambda t: t["value"])
+                    from sentence_transformers import SentenceTransformer
 
-                from bench.ttq_data import evaluator, value_of
+                    from bench.ttq_data import evaluator, value_of
 
-                path = client.pull(study_id, work / "winner", trial_number=winner["number"])
-                model = SentenceTransformer(str(path), device="cpu")
-                winner["test"] = value_of(evaluator(data.test, "test")(model))
-                log(f"({method}) winner #{winner['number']}: dev {winner['value']:.4f}, test {winner['test']:.4f}")
-            client.close()
-            result = {"trials": trials, "rc": rc, "wall": time.time() - t_start, "study_id": study_id,
-                      "worker_cpu": timeline[-1][1] if timeline else None, "baseline": baseline,
-                      "timeline": timeline[:: max(1, len(timeline) // 400)],
-                      "log_tail": worker_log.read_text(errors="replace")[-3000:] if rc else ""}
-            for t in trials:
-                log(f"({method}) #{t['number']} {t['state']} value={t['value']} cpu_end={t['cpu_end']} "
-                    f"examples={t['examples_seen']}/{t['planned_examples']}")
-        finally:
-            if worker is not None and worker.poll() is None:
-                worker.kill()
-                worker.wait()
-            api.__exit__(None, None, None)
+                    path = client.pull(study_id, work / "winner", trial_number=winner["number"])
+                    model = SentenceTransformer(str(path), device="cpu")
+                    winner["test"] = value_of(evaluator(data.test, "test")(model))
+                    log(f"({method}) winner #{winner['number']}: dev {winner['value']:.4f}, test {winner['test']:.4f}")
+                client.close()
+                result = {"trials": trials, "rc": rc, "wall": time.time() - t_start, "study_id": study_id,
+                          "worker_cpu": timeline[-1][1] if timeline else None, "baseline": baseline,
+                          "timeline": timeline[:: max(1, len(timeline) // 400)],
+                          "log_tail": worker_log.read_text(errors="replace")[-3000:] if rc else ""}
+                for t in trials:
+                    log(f"({method}) #{t['number']} {t['state']} value={t['value']} cpu_end={t['cpu_end']} "
+                        f"examples={t['examples_seen']}/{t['planned_examples']}")
+            finally:
+                if worker is not None and worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
     finally:
-        if ctx is not None:
-            ctx.close()
-        optuna_bridge.storage.cache_clear()
-        drop_database(db_name)
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -72,6 +72,8 @@ def test_one_job_per_study_recorded_under_its_token(client: TestClient, ctx: Con
     stranger = baseline_job.BaselineJob(study_id, uuid.uuid4())
     assert not baseline_job.record_baseline(ctx.sessions, stranger, 0.1, 0.1)
     assert below(client, study_id) == {0: None, 1: None}, "unknown until the baseline lands"
+    assert client.get(f"/v1/studies/{study_id}").json()["baseline"] == {"value": None, "subset_value": None,
+                                                                       "status": "pending"}
     assert "baseline   pending" in status_text(client, study_id)
 
     assert baseline_job.record_baseline(ctx.sessions, job, 0.80, 0.78)
@@ -85,7 +87,8 @@ def test_one_job_per_study_recorded_under_its_token(client: TestClient, ctx: Con
     finish_trial(ctx, 0.75)
     assert below(client, study_id) == {0: True, 1: False, 2: True}
     assert baseline_job.claim_baseline(ctx.sessions, 60) is None, "done: no job left"
-    assert client.get(f"/v1/studies/{study_id}").json()["baseline"] == {"value": 0.80, "subset_value": 0.78}
+    assert client.get(f"/v1/studies/{study_id}").json()["baseline"] == {"value": 0.80, "subset_value": 0.78,
+                                                                       "status": "ready"}
     assert "baseline   0.8000" in status_text(client, study_id)
 
 
@@ -103,6 +106,43 @@ def test_a_lapsed_job_is_taken_again_up_to_the_cap(ctx: Context) -> None:
     assert not baseline_job.record_baseline(ctx.sessions, first, 0.5, 0.5), "an old token records nothing"
     assert baseline_job.record_baseline(ctx.sessions, taken[-1], 0.5, 0.5)
     assert study_row(ctx, study_id).baseline_attempts == baseline_job.MAX_BASELINE_ATTEMPTS
+
+
+def test_spent_attempts_say_failed_not_pending(client: TestClient, ctx: Context) -> None:
+    study_id = make_study(ctx)
+    finish_trial(ctx, 0.8)
+    for _ in range(baseline_job.MAX_BASELINE_ATTEMPTS - 1):
+        assert baseline_job.claim_baseline(ctx.sessions, 0, study_id) is not None  # each lapses: the worker died
+    last = baseline_job.claim_baseline(ctx.sessions, 60, study_id)
+    assert last is not None
+    assert client.get(f"/v1/studies/{study_id}").json()["baseline"]["status"] == "pending", "the last try runs"
+    with session_scope(ctx.sessions) as s:  # ... and its worker dies too: the lease runs out
+        s.execute(text("UPDATE studies SET baseline_lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+                  {"id": study_id})
+    assert baseline_job.claim_baseline(ctx.sessions, 60, study_id) is None
+    assert client.get(f"/v1/studies/{study_id}").json()["baseline"] == {"value": None, "subset_value": None,
+                                                                       "status": "failed"}
+    assert "baseline   failed" in status_text(client, study_id)
+
+
+def test_paused_and_failed_studies_have_no_baseline_job(client: TestClient, ctx: Context) -> None:
+    from service.store import lifecycle
+
+    study_id = make_study(ctx)
+    finish_trial(ctx, 0.8)
+    lifecycle.change_status(ctx.sessions, study_id, "pause")
+    assert baseline_job.claim_baseline(ctx.sessions, 60) is None, "an idle worker leaves a paused study alone"
+    assert baseline_job.claim_baseline(ctx.sessions, 60, study_id) is None, "so does the worker of its last trial"
+    assert client.get(f"/v1/studies/{study_id}").json()["baseline"]["status"] == "pending"
+    lifecycle.change_status(ctx.sessions, study_id, "resume")
+    job = baseline_job.claim_baseline(ctx.sessions, 60)
+    assert job is not None and job.study_id == study_id
+
+    failed = make_study(ctx)
+    with session_scope(ctx.sessions) as s:  # e.g. its data could not be read: the reaper failed it
+        s.execute(text("UPDATE studies SET status = 'failed', started_at = now() WHERE id = :id"), {"id": failed})
+    assert baseline_job.claim_baseline(ctx.sessions, 60) is None
+    assert client.get(f"/v1/studies/{failed}").json()["baseline"]["status"] == "failed"
 
 
 def test_an_idle_claim_takes_the_oldest_started_study(ctx: Context) -> None:

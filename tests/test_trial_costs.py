@@ -154,6 +154,40 @@ def test_token_cache_gives_the_stock_batches_losses_and_embeddings(prepared: Pre
     assert cache.misses > misses  # the 8-token rows were new
 
 
+def test_token_cache_checks_a_length_once_per_study_and_turns_off_on_a_difference(prepared: PreparedStudy) -> None:
+    from workers.token_cache import CHECKED_CALLS
+
+    model = prepared.fresh_model()
+    model.max_seq_length = 48
+    calls: list[int] = []
+
+    def counted(texts: Any, *a: Any, **k: Any) -> dict[str, Any]:
+        calls.append(len(texts))
+        return model.preprocess(texts, *a, **k)
+
+    cache = TokenCache()
+    texts = [row["sentence1"] for row in prepared.train_dataset.select(range(8))]
+    first = cache.preprocess_fn(model, counted)  # trial 1: tokenizes once, then checks CHECKED_CALLS batches
+    for _ in range(CHECKED_CALLS + 2):
+        assert same_batch(first(texts, prompt=None, task=None), model.preprocess(texts))
+    assert len(calls) == 1 + CHECKED_CALLS
+    second = cache.preprocess_fn(model, counted)  # trial 2, same length: no stock call at all
+    for _ in range(3):
+        assert same_batch(second(texts, prompt=None, task=None), model.preprocess(texts))
+    assert len(calls) == 1 + CHECKED_CALLS and cache.disabled is None
+
+    # A length not checked yet whose cached rows differ from the tokenizer's (planted): the stock batch is
+    # returned and the cache is off for the study.
+    model.max_seq_length = 16
+    cache.rows.update({(16, t): torch.zeros((len(cache.keys or ()), 3), dtype=torch.int32) for t in texts})
+    out = second(texts, prompt=None, task=None)
+    assert same_batch(out, model.preprocess(texts))
+    assert cache.disabled is not None and not cache.rows
+    before = len(calls)
+    assert same_batch(second(texts, prompt=None, task=None), model.preprocess(texts))
+    assert len(calls) == before + 1  # the stock path from then on
+
+
 def test_token_cache_leaves_prompts_and_unknown_outputs_to_the_tokenizer(prepared: PreparedStudy) -> None:
     model = prepared.fresh_model()
     cache = TokenCache()

@@ -5,8 +5,9 @@ tokenizes its training set N times (times the epochs). `TokenCache` lives in the
 text and per maximum length (trials may sample `max_seq_length`), the unpadded rows that `model.preprocess`
 itself produced; the trainer's own collator then gets a `preprocess_fn` that looks rows up, tokenizes only the
 texts it has not seen (with the model's own `preprocess`, so the ids are the library's), and pads them the way
-the tokenizer pads. Every collator checks its first batches against the stock path and falls back to it for
-good on any difference; prompts, tasks (routers) and anything that is not a plain string always take the stock
+the tokenizer pads. The first batches of each maximum length are checked against the stock path, once per
+study (every trial loads the same base model and tokenizer), and any difference turns the cache off for the
+study; prompts, tasks (routers) and anything that is not a plain string always take the stock
 path. Row independence is what makes this exact: with `padding=True` a text's ids, type ids and mask do not
 depend on the other texts of its batch.
 """
@@ -23,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 log = logging.getLogger(__name__)
 
 MAX_CACHED_TEXTS = 250_000  # per study, all lengths together (~60-100 MB for sentence-length texts)
-CHECKED_CALLS = 2  # per collator: the first batch's columns are compared with the stock path
+CHECKED_CALLS = 2  # per study and maximum length: the first batches are compared with the stock path
 MASK = "attention_mask"
 
 Preprocess = Callable[..., dict[str, Any]]
@@ -41,6 +42,16 @@ class TokenCache:
         self.disabled: str | None = None  # why the stock path is used for good, once known
         self.hits = 0
         self.misses = 0
+        self._checks_left: dict[int | None, int] = {}  # by maximum length
+
+    def check_due(self, max_len: int | None) -> bool:
+        """Whether the next cached batch of this maximum length is compared with the stock path (the first
+        CHECKED_CALLS of the study are)."""
+        left = self._checks_left.get(max_len, CHECKED_CALLS)
+        if left <= 0:
+            return False
+        self._checks_left[max_len] = left - 1
+        return True
 
     def preprocess_fn(self, model: SentenceTransformer, stock: Preprocess) -> Preprocess:
         """A drop-in for `stock` (the collator's `model.preprocess`) that reads from the cache."""
@@ -126,24 +137,20 @@ class _CachedPreprocess:
         self.cache = cache
         self.model = model
         self.stock = stock
-        self.checks_left = CHECKED_CALLS
-        self.off = False
 
     def __call__(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        plain = (not prompt and not self.off and self.cache.disabled is None and inputs
+        plain = (not prompt and self.cache.disabled is None and inputs
                  and all(v is None for v in kwargs.values()) and all(isinstance(x, str) for x in inputs))
         if not plain:
             return self.stock(inputs, prompt=prompt, **kwargs)
         cached = self.cache.lookup(self.model, self.stock, list(inputs))
         if cached is None:
             return self.stock(inputs, prompt=prompt, **kwargs)
-        if self.checks_left > 0:
-            self.checks_left -= 1
+        if self.cache.check_due(self.model.max_seq_length):
             expected = self.stock(inputs, prompt=prompt, **kwargs)
             if not same_batch(cached, expected):
-                self.off = True
-                log.warning("token cache: a cached batch differs from the tokenizer's; this trial tokenizes every "
-                            "batch as usual")
+                log.warning("token cache: a cached batch differs from the tokenizer's")
+                self.cache.disable("a cached batch differed from the tokenizer's")
                 return expected
         return cached
 

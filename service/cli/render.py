@@ -88,10 +88,10 @@ def baseline_value(study: StudyPublic) -> float | None:
 
 def baseline_text(study: StudyPublic) -> str:
     """The baseline, or "pending" while a started study waits for it (a worker computes it after a trial,
-    never before the first one)."""
+    never before the first one), or "failed" when it could not be computed."""
     value = baseline_value(study)
-    if value is None and study.started_at is not None and study.status != "failed":
-        return "pending"
+    if value is None and study.baseline is not None and study.baseline.status != "ready":
+        return study.baseline.status
     return fmt_value(value)
 
 

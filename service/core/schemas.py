@@ -56,6 +56,9 @@ class BestTrial(BaseModel):
 class Baseline(BaseModel):
     value: float | None
     subset_value: float | None
+    status: Literal["pending", "ready", "failed"] = Field(
+        default="ready", description="pending: a worker computes it after a trial (never before the first); "
+        "failed: its attempts are spent, or the study failed before it was computed")
 
 
 class TestScore(BaseModel):

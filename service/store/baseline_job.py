@@ -5,7 +5,8 @@ study, by one worker, and never before a lone worker's first trial: a worker tak
 finishing a trial, or any started study's job when it is idle with nothing to claim. The job is taken under a
 token with a lease renewed by the worker's heartbeat, recorded only under that token, and taken again only once
 the lease ran out (the worker died), at most MAX_BASELINE_ATTEMPTS times (a baseline whose computation keeps
-failing, e.g. a data error, does not loop forever).
+failing, e.g. a data error, does not loop forever: the study's `baseline.status` then says "failed"). Paused
+and failed studies have no job: pausing stops every kind of work.
 
 Trials that finish before the baseline lands get `below_baseline` when it is recorded; `mark_trial` (called by
 the trial's finish after the study row is locked) and `record_baseline` (which writes the study row first, then
@@ -43,7 +44,8 @@ def claim_baseline(factory: sessionmaker[Session], lease_seconds: float, study_i
                    ) -> BaselineJob | None:
     """Take the baseline job of `study_id` (or, with None, of the oldest started study still waiting for one):
     None when there is none. Only started studies have a job (a trial was claimed), so the baseline never
-    runs before a study's first trial. An idle worker skips study rows locked at that moment; a worker that
+    runs before a study's first trial. A paused study waits (its job comes back with it) and a failed one has
+    none. An idle worker skips study rows locked at that moment; a worker that
     just finished a trial of `study_id` waits for its row instead (a trial claim or finish holds it briefly),
     so a lone worker never passes its study's job by."""
     token = uuid.uuid4()
@@ -54,6 +56,7 @@ def claim_baseline(factory: sessionmaker[Session], lease_seconds: float, study_i
                                baseline_lease_expires_at = now() + make_interval(secs => :ls)
             WHERE id = (SELECT id FROM studies
                         WHERE baseline_value IS NULL AND started_at IS NOT NULL AND baseline_attempts < :max
+                          AND status IN ('running', 'completed', 'stopped')
                           AND (baseline_lease_expires_at IS NULL OR baseline_lease_expires_at < now())
                           AND (CAST(:sid AS text) IS NULL OR id = :sid)
                         ORDER BY started_at, id LIMIT 1 {lock})

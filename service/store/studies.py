@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store import queue, winner
+from service.store.baseline_job import MAX_BASELINE_ATTEMPTS
 from service.store.db import session_scope
 from service.core.errors import Conflict, NotFound
 from service.core.schemas import (
@@ -94,9 +95,23 @@ def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str
 # ------------------------------------------------------------------ reading
 
 _STUDY_COLUMNS = """id, name, status, status_reason, spec, created_at, started_at, finished_at, n_trials,
-    direction, baseline_value, baseline_subset_value, test_metric, test_value, test_trial_number, test_rescore,
+    direction, baseline_value, baseline_subset_value, baseline_attempts,
+    coalesce(baseline_lease_expires_at > now(), false) AS baseline_leased,
+    test_metric, test_value, test_trial_number, test_rescore,
     optuna_study_name, timeout_seconds,
     extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS elapsed"""
+
+
+def _baseline(r: Any) -> Baseline | None:
+    """None until the study starts (or a value lands); then pending, ready, or failed (no value, its attempts
+    spent and the last lease run out, or the study failed)."""
+    if r.baseline_value is not None or r.baseline_subset_value is not None:
+        return Baseline(value=r.baseline_value, subset_value=r.baseline_subset_value, status="ready")
+    if r.started_at is None:
+        return None
+    spent = r.baseline_attempts >= MAX_BASELINE_ATTEMPTS and not r.baseline_leased
+    return Baseline(value=None, subset_value=None,
+                    status="failed" if spent or r.status == "failed" else "pending")
 
 
 def load_spec(factory: sessionmaker[Session], study_id: str) -> tuple[StudySpec, str, str]:
@@ -174,8 +189,7 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
         out.append(StudyPublic(
             id=r.id, name=r.name, status=r.status, status_reason=r.status_reason, created_at=r.created_at,
             started_at=r.started_at, finished_at=r.finished_at, counts=c, best=best.get(r.id), winner=won.get(r.id),
-            baseline=Baseline(value=r.baseline_value, subset_value=r.baseline_subset_value)
-            if r.baseline_subset_value is not None or r.baseline_value is not None else None,
+            baseline=_baseline(r),
             test=TestScore(metric=r.test_metric, value=r.test_value, trial_number=r.test_trial_number,
                            rescoring=r.test_rescore) if r.test_value is not None else None,
             progress=_progress(r, finished, budget, running[r.id], examples[r.id]),

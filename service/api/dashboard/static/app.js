@@ -48,10 +48,11 @@ function fmtEta(p) {
   return `${fmtDuration(p.eta_seconds)}${p.eta_bound === "timeout" ? " (timeout)" : ""}`;
 }
 
-// The baseline, or "pending" while a started study waits for it (computed after a trial, never before the first).
+// The baseline, or its status while it has no value: "pending" (computed after a trial, never before the
+// first) or "failed" (it could not be computed).
 function fmtBaseline(s) {
   const base = s.baseline ? (s.baseline.value ?? s.baseline.subset_value) : null;
-  if ((base === null || base === undefined) && s.started_at && s.status !== "failed") return "pending";
+  if ((base === null || base === undefined) && s.baseline && s.baseline.status !== "ready") return s.baseline.status;
   return fmt(base);
 }
 
