@@ -210,7 +210,7 @@ def test_best_state_is_the_weights_at_the_best_evaluation(prepared: PreparedStud
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     evaluate = callback.evaluate
 
-    def evaluate_and_snapshot(m: Any) -> float:  # the real evaluation, and the weights it saw
+    def evaluate_and_snapshot(m: Any) -> tuple[float, dict[str, float]]:  # the real evaluation, and its weights
         snapshots[callback.examples_seen] = {k: v.detach().clone() for k, v in m.state_dict().items()}
         return evaluate(m)
 
@@ -232,11 +232,45 @@ def test_best_state_is_the_weights_at_the_best_evaluation(prepared: PreparedStud
     p.save(folder, callback.examples_seen, 0)
     loaded = TrialProgress.load(folder)
     assert loaded.best_value == p.best_value and loaded.best_state is not None
+    assert p.best_metrics and loaded.best_metrics == p.best_metrics
     assert all(torch.equal(loaded.best_state[k], at_best[k]) for k in at_best)
     # ... and a resumed trial's next improvement is copied into the loaded tensors (they are writable).
     kept = keep_state(model, loaded.best_state)
     assert kept is loaded.best_state and all(torch.equal(kept[k], final[k]) for k in final)
     callback.release()
+
+
+def test_a_subset_that_is_the_whole_split_is_not_scored_twice(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    root = tmp_path / "pairs"
+    root.mkdir()
+    write_jsonl(root / "train.jsonl", pair_rows("train", 64, seed=1))
+    write_jsonl(root / "dev.jsonl", pair_rows("dev", 40, seed=2))
+    for max_eval, whole in ((40, True), (24, False)):
+        prep = PreparedStudy(make_spec(every_n_examples=32, max_eval_samples=max_eval),
+                             lambda ref: root / str(ref.path), "cpu")
+        assert prep.subset_is_full is whole
+        score_full = prep.evaluate_full
+        full_passes: list[int] = []
+
+        def counted(model: Any, score: Any = score_full, passes: list[int] = full_passes) -> Any:
+            passes.append(1)
+            return score(model)
+
+        prep.evaluate_full = counted  # type: ignore[method-assign]
+        outcome = train_trial(make_run(prep, tmp_path / f"run-{max_eval}"), prep, Hooks(), "cpu")
+        assert outcome.status == "complete" and outcome.best_model_dir is not None
+        assert len(full_passes) == (0 if whole else 1)
+        # Either way the trial's value and metrics are the full split's scores of the model it saved.
+        value, metrics = score_full(SentenceTransformer(str(outcome.best_model_dir), device="cpu"))
+        assert outcome.value == pytest.approx(value, abs=1e-6)
+        assert outcome.metrics.keys() == metrics.keys()
+        assert all(outcome.metrics[k] == pytest.approx(metrics[k], abs=1e-6) for k in metrics)
+        subset_value, full_value = prep.baseline()
+        assert len(full_passes) == (0 if whole else 2)
+        assert (subset_value == full_value) if whole else full_value == pytest.approx(score_full(
+            prep.fresh_model())[0], abs=1e-9)
 
 
 def test_keep_state_reuses_its_buffers(prepared: PreparedStudy) -> None:

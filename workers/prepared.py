@@ -32,6 +32,9 @@ class PreparedStudy:
         self._base.eval()
         self.subset_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval_subset, "subset")
         self.full_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval, "eval")
+        # max_eval_samples >= the eval split's rows: the subset is the split itself, so a best state or the
+        # baseline scored on the subset needs no second pass over the same rows.
+        self.subset_is_full = self.data.eval_subset.num_rows == self.data.eval.num_rows
         self.test_evaluator: Evaluator | None = (
             build_evaluator(spec.task, self.data.test, "test") if self.data.test is not None else None)
         self._baseline: tuple[float, float] | None = None
@@ -71,7 +74,7 @@ class PreparedStudy:
         if self._baseline is None:
             model = self.fresh_model()
             subset_value, _ = self.evaluate_subset(model)
-            full_value, _ = self.evaluate_full(model)
+            full_value = subset_value if self.subset_is_full else self.evaluate_full(model)[0]
             self._baseline = (subset_value, full_value)
             del model
         return self._baseline

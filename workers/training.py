@@ -205,10 +205,15 @@ def _finish(run: TrialRun, prepared: PreparedStudy, setup: TrialSetup) -> TrialO
         return TrialOutcome(status="interrupted", examples_seen=examples, subset_value=progress.best_value)
     if progress.last_eval_examples < examples or progress.best_value is None:
         # The end of training falls between evaluation points: judge the final state too (not reported).
-        cb.consider(model, cb.evaluate(model), examples)
+        end_value, end_metrics = cb.evaluate(model)
+        cb.consider(model, end_value, examples, end_metrics)
     if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
-    value, metrics = prepared.evaluate_full(model)
+    if prepared.subset_is_full and progress.best_value is not None and progress.best_metrics is not None:
+        # The eval subset is the whole eval split: the best state was scored on it already.
+        value, metrics = progress.best_value, dict(progress.best_metrics)
+    else:
+        value, metrics = prepared.evaluate_full(model)
     final_dir = run.work_dir / "final"
     model.save_pretrained(str(final_dir), create_model_card=False)
     if not math.isfinite(value):

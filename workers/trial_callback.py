@@ -39,6 +39,7 @@ class TrialProgress:
     best_value: float | None = None
     best_examples: int | None = None
     best_state: dict[str, torch.Tensor] | None = None  # copy of the best weights (see `keep_state`)
+    best_metrics: dict[str, float] | None = None  # every metric of the best evaluation (on the eval subset)
     bad_evals: int = 0  # evaluations since the last improvement
     reported: set[int] = field(default_factory=set)
     last_value: float | None = None
@@ -48,6 +49,7 @@ class TrialProgress:
     def save(self, folder: Path, examples_seen: int, global_step: int) -> None:
         meta = {"format": FORMAT, "examples_seen": examples_seen, "global_step": global_step,
                 "best_value": self.best_value, "best_examples": self.best_examples, "bad_evals": self.bad_evals,
+                "best_metrics": self.best_metrics,
                 "reported": sorted(self.reported), "last_value": self.last_value,
                 "last_eval_examples": self.last_eval_examples, "has_best_state": self.best_state is not None}
         if self.best_state is not None:
@@ -61,6 +63,7 @@ class TrialProgress:
             raise ValueError(f"{folder}: unknown checkpoint format {meta.get('format')!r}")
         best = load_file(str(Path(folder) / BEST_FILE)) if meta.get("has_best_state") else None
         return cls(best_value=meta["best_value"], best_examples=meta["best_examples"], best_state=best,
+                   best_metrics=meta.get("best_metrics"),
                    bad_evals=int(meta["bad_evals"]), reported={int(x) for x in meta["reported"]},
                    last_value=meta["last_value"], last_eval_examples=int(meta["last_eval_examples"]))
 
@@ -123,11 +126,11 @@ class TrialCallback(TrainerCallback):
 
     # -------------------------------------------------------------- evaluation, best state
 
-    def evaluate(self, model: SentenceTransformer) -> float:
-        value, _ = self.prepared.evaluate_subset(model)
-        return value
+    def evaluate(self, model: SentenceTransformer) -> tuple[float, dict[str, float]]:
+        return self.prepared.evaluate_subset(model)
 
-    def consider(self, model: SentenceTransformer, value: float, examples: int) -> None:
+    def consider(self, model: SentenceTransformer, value: float, examples: int,
+                 metrics: dict[str, float] | None = None) -> None:
         """Update best state and the early-stopping counter with an evaluation of the current model."""
         p = self.progress
         p.last_eval_examples = examples
@@ -135,13 +138,13 @@ class TrialCallback(TrainerCallback):
             p.bad_evals += 1
             return
         if p.best_value is None or self.prepared.is_better(value, p.best_value, self.threshold):
-            p.best_value, p.best_examples, p.bad_evals = value, examples, 0
+            p.best_value, p.best_examples, p.bad_evals, p.best_metrics = value, examples, 0, metrics
             p.best_state = keep_state(model, p.best_state)
         else:
             p.bad_evals += 1
             # A tiny gain below the threshold does not reset patience, but the better weights are still kept.
             if self.prepared.is_better(value, p.best_value):
-                p.best_value, p.best_examples = value, examples
+                p.best_value, p.best_examples, p.best_metrics = value, examples, metrics
                 p.best_state = keep_state(model, p.best_state)
 
     # -------------------------------------------------------------- trainer events
@@ -173,7 +176,7 @@ class TrialCallback(TrainerCallback):
                      control: TrainerControl) -> bool:
         """Evaluate, report each nominal point crossed, update best/patience. True when training must stop."""
         p = self.progress
-        value = self.evaluate(model)
+        value, metrics = self.evaluate(model)
         p.last_value = value
         for point in points:
             if point in p.reported:
@@ -183,7 +186,7 @@ class TrialCallback(TrainerCallback):
                 p.status = "pruned"
                 control.should_training_stop = True
                 return True
-        self.consider(model, value, examples)
+        self.consider(model, value, examples, metrics)
         if self.patience is not None and p.bad_evals >= self.patience:
             p.status = "early_stopped"
             control.should_training_stop = True
