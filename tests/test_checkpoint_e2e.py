@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from service.settings import Settings
 from tests.pairs import pair_rows, write_jsonl
-from tests.workerproc import start_worker
+from tests.workerproc import run_until_idle
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,7 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
     r = client.post("/v1/studies", json=body)
     assert r.status_code == 201, r.text
     study_id = r.json()["id"]
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
-    assert worker.wait(timeout=480) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    run_until_idle(settings, tmp_path / "worker.log", 480)
 
     study = client.get(f"/v1/studies/{study_id}").json()
     assert study["status"] == "completed" and study["counts"]["pruned"] == 1 and study["counts"]["complete"] == 2

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from service.context import Context
 from service.settings import Settings
-from tests.pairs import pair_rows, write_jsonl
+from tests.test_worker_e2e import pair_files  # noqa: F401  (a fixture)
+from tests.test_worker_e2e import study_body as worker_study_body
 from tests.workerproc import start_worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -24,23 +25,12 @@ SPACE = {"learning_rate": {"distribution": "float", "low": 2e-5, "high": 8e-5, "
          "max_seq_length": 48, "warmup_ratio": 0.0, "loss": "CoSENTLoss"}
 
 
-@pytest.fixture
-def pair_files(data_root: Path) -> None:
-    (data_root / "pairs").mkdir()
-    write_jsonl(data_root / "pairs" / "train.jsonl", pair_rows("train", 256, seed=1))
-    write_jsonl(data_root / "pairs" / "dev.jsonl", pair_rows("dev", 48, seed=2))
-    write_jsonl(data_root / "pairs" / "test.jsonl", pair_rows("test", 48, seed=3))
-
-
 def study_body(name: str, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": name, "task": "scored_pairs",
-        "data": {"train": {"path": "pairs/train.jsonl"}, "eval": {"path": "pairs/dev.jsonl"},
-                 "test": {"path": "pairs/test.jsonl"}, "score_range": [0, 5], "max_train_samples": 64},
-        "search_space": SPACE, "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
-        "evaluation": {"every_n_examples": EVERY, "max_eval_samples": 16},
-        "budget": {"n_trials": 2, "max_concurrent_trials": 1}, "keep_top_k": 1,
-    }
+    """tests/test_worker_e2e.py's study on 64 training pairs, two trials, random sampling, one kept checkpoint."""
+    body = worker_study_body(name, search_space=SPACE, sampler={"name": "random", "seed": 0},
+                             evaluation={"every_n_examples": EVERY, "max_eval_samples": 16},
+                             budget={"n_trials": 2, "max_concurrent_trials": 1}, keep_top_k=1)
+    body["data"]["max_train_samples"] = 64
     body.update(overrides)
     return body
 

@@ -154,6 +154,36 @@ def test_extend_runs_a_completed_study_again_and_rescores_a_new_winner(client: T
     assert results.claim_test_split(ctx.sessions, 30, study_id) is None
 
 
+def test_enqueued_configurations_follow_search_slots_past_confirm_runs(client: TestClient, ctx: Context) -> None:
+    from service.store import optuna_bridge, studies
+
+    lrs = [1e-5, 2e-5, 3e-5]
+    study_id = _submit(client, confirm={"top_k": 1, "seeds": 2}, budget={"n_trials": 1, "max_concurrent_trials": 1},
+                       enqueue_trials=[{"learning_rate": lr} for lr in lrs])
+    first = _run(ctx, 0.80, lrs[0])
+    assert (first.number, first.search_index) == (0, 0)
+    confirm = [_run(ctx, 0.80), _run(ctx, 0.80)]
+    assert [(c.number, c.kind, c.search_index) for c in confirm] == [(1, "confirm", None), (2, "confirm", None)]
+    assert _status(ctx, study_id) == "completed"
+
+    # Two more search slots: trials 3 and 4 are search slots 1 and 2, so they carry enqueue_trials[1] and [2]
+    # (by trial number they would have none: the confirm runs took 1 and 2).
+    assert lifecycle.extend(ctx.sessions, study_id, 2, MAX_TRIALS) == "running"
+    spec, optuna_name, _ = studies.load_spec(ctx.sessions, study_id)
+    study = optuna_bridge.load_study(ctx.optuna_storage, optuna_name, spec)
+    for search_index in (1, 2):
+        got = queue.claim(ctx.sessions, None, 30)
+        assert got is not None
+        claim = got[0]
+        assert (claim.number, claim.search_index) == (search_index + 2, search_index)
+        trial = optuna_bridge.ask_for_slot(study, spec, claim.lease.trial_id, claim.number, claim.lease.token.hex,
+                                           claim.search_index)
+        params = optuna_bridge.sample_params(trial, spec)
+        assert params["learning_rate"] == lrs[search_index]
+        queue.set_params(ctx.sessions, claim.lease, params, trial._trial_id)
+        queue.finish(ctx.sessions, claim.lease, queue.Finish(state="complete", value=0.5), 3)
+
+
 def test_extend_refuses_what_cannot_be_extended(client: TestClient, ctx: Context) -> None:
     study_id = _submit(client, budget={"n_trials": 1, "max_concurrent_trials": 1})
     for body in ({"n_trials": 0}, {"n_trials": MAX_TRIALS}, {}, {"n_trials": 1, "extra": 1}):

@@ -14,8 +14,8 @@ from service.context import Context
 from service.settings import Settings
 from service.store.db import session_scope
 from service.store.fraction_pruner import PLANNED_ATTR
-from tests.test_worker_e2e import pair_files, stop, study_body, submit  # noqa: F401  (pair_files: a fixture)
-from tests.workerproc import start_worker
+from tests.test_worker_e2e import pair_files, study_body, submit  # noqa: F401  (pair_files: a fixture)
+from tests.workerproc import run_until_idle
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,7 @@ def test_worker_sets_planned_examples_for_the_fraction_pruner(client: TestClient
     )
     body["data"]["max_train_samples"] = 128
     study_id = submit(client, body)
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
-    try:
-        assert worker.wait(timeout=540) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    finally:
-        stop(worker)
+    run_until_idle(settings, tmp_path / "worker.log", 540)
     study = client.get(f"/v1/studies/{study_id}").json()
     assert study["status"] == "completed", study
     with session_scope(ctx.sessions) as s:

@@ -12,7 +12,7 @@ from service.context import Context
 from service.settings import Settings
 from service.store import reconcile, retention
 from tests.faultkit import create_study, one, tiny_study, trials_of, write_pairs
-from tests.workerproc import start_worker
+from tests.workerproc import run_until_idle
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,7 @@ def test_a_grid_study_end_to_end(ctx: Context, settings: Settings, tmp_path: Pat
     body["search_space"]["learning_rate"] = {"distribution": "categorical", "choices": [2e-5, 5e-5]}
     body["data"]["test"] = {"path": "pairs/test.jsonl"}
     study_id = create_study(ctx, body)
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
-    assert worker.wait(timeout=600) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    run_until_idle(settings, tmp_path / "worker.log", 600)
     log = (tmp_path / "worker.log").read_text()
     assert "Traceback" not in log and "Study.stop" not in log, log[-3000:]
     found = trials_of(ctx, study_id)

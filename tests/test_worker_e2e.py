@@ -18,7 +18,7 @@ from service.context import Context
 from service.store.db import session_scope
 from service.settings import Settings
 from tests.pairs import pair_rows, write_jsonl
-from tests.workerproc import start_worker, wait_for
+from tests.workerproc import run_until_idle, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -80,11 +80,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def test_three_trials_end_to_end(client: TestClient, ctx: Context, settings: Settings, pair_files: None,
                                  tmp_path: Path) -> None:
     study_id = submit(client, study_body("e2e", budget={"n_trials": 3, "max_concurrent_trials": 1}))
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
-    try:
-        assert worker.wait(timeout=420) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    finally:
-        stop(worker)
+    run_until_idle(settings, tmp_path / "worker.log", 420)
     study = client.get(f"/v1/studies/{study_id}").json()
     assert study["status"] == "completed", study
     assert study["counts"]["complete"] == 3
@@ -113,11 +109,7 @@ def test_bad_learning_rate_is_pruned_by_the_median_pruner(client: TestClient, se
         enqueue_trials=[{"learning_rate": 3e-5}, {"learning_rate": 1.0}],
     )
     study_id = submit(client, body)
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3")
-    try:
-        assert worker.wait(timeout=420) == 0
-    finally:
-        stop(worker)
+    run_until_idle(settings, tmp_path / "worker.log", 420)
     good, bad = sorted(trials(client, study_id), key=lambda t: t["number"])
     assert good["params"]["learning_rate"] == 3e-5 and good["state"] == "complete"
     assert bad["params"]["learning_rate"] == 1.0 and bad["state"] == "pruned"
@@ -193,11 +185,7 @@ def test_bad_data_fails_trials_with_the_reason_and_pauses_the_study(client: Test
     body = study_body("bad-data", budget={"n_trials": 5, "max_concurrent_trials": 1})
     del body["data"]["test"]
     study_id = submit(client, body)
-    worker = start_worker(settings, tmp_path / "worker.log", "--exit-when-idle", "3", failure_streak_to_pause=3)
-    try:
-        assert worker.wait(timeout=300) == 0
-    finally:
-        stop(worker)
+    run_until_idle(settings, tmp_path / "worker.log", 300, failure_streak_to_pause=3)
     study = client.get(f"/v1/studies/{study_id}").json()
     assert study["status"] == "paused"
     assert study["counts"]["failed"] == 3 and study["counts"]["queued"] == 2

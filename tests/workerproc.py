@@ -41,6 +41,20 @@ def start_worker(settings: Settings, log_path: Path, *args: str, **overrides: ob
                             env=worker_env(settings, **overrides), stdout=log, stderr=subprocess.STDOUT)
 
 
+def run_until_idle(settings: Settings, log_path: Path, timeout: float, *args: str,
+                   **overrides: object) -> None:
+    """Run one worker with `--exit-when-idle 3` until it exits; it must exit 0 within `timeout` seconds (the
+    log's tail is the failure message). Killed if it does not."""
+    proc = start_worker(settings, log_path, "--exit-when-idle", "3", *args, **overrides)
+    try:
+        rc = proc.wait(timeout=timeout)
+        assert rc == 0, f"worker exited {rc}:\n{log_path.read_text(errors='replace')[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -34,7 +34,7 @@ def trial_params(sessions: SessionFactory, study: optuna.Study, spec: StudySpec,
             trial = db.call("Optuna trial", optuna_bridge.trial_for, study, spec, left[0], number, stop=stop)
         else:
             trial = db.call("Optuna ask", optuna_bridge.ask_for_slot, study, spec, lease.trial_id, number,
-                            lease.token.hex, stop=stop)
+                            lease.token.hex, claim.search_index, stop=stop)
         recorded = db.call("record Optuna trial", queue.attach_optuna_trial, sessions, lease, trial._trial_id,
                            stop=stop)
         if recorded != trial._trial_id:  # the slot got one meanwhile (the reconciler gave its orphan back)

@@ -159,20 +159,23 @@ def create_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec)
                         sampler=make_sampler(spec), pruner=make_pruner(spec))
 
 
-def fixed_params(spec: StudySpec, number: int) -> dict[str, Any] | None:
-    """The enqueued configuration of slot `number` (`enqueue_trials[number]`), or None."""
-    return dict(spec.enqueue_trials[number]) if number < len(spec.enqueue_trials) else None
+def fixed_params(spec: StudySpec, search_index: int) -> dict[str, Any] | None:
+    """The enqueued configuration of the `search_index`-th search slot (`enqueue_trials[search_index]`), or None.
+    Slots are counted among search slots only: confirm runs and extensions interleave trial numbers."""
+    return dict(spec.enqueue_trials[search_index]) if search_index < len(spec.enqueue_trials) else None
 
 
-def ask_for_slot(study: optuna.Study, spec: StudySpec, slot_id: int, number: int, lease: str) -> optuna.trial.Trial:
+def ask_for_slot(study: optuna.Study, spec: StudySpec, slot_id: int, number: int, lease: str,
+                 search_index: int | None = None) -> optuna.trial.Trial:
     """A new RUNNING Optuna trial for our slot, created with its tags (slot, lease, enqueued configuration) in
     one write, the sampler seeded for the slot. Asked again with the same lease (a retry after a lost
-    connection), it returns the trial that first call created instead of a second one."""
+    connection), it returns the trial that first call created instead of a second one. `search_index`: the
+    slot's index among search slots (the claim's; default `number`, the same until confirm runs exist)."""
     existing = tagged_trials(study, slot_id, lease)
     if existing:
         return trial_for(study, spec, existing[0], number)
     attrs: dict[str, Any] = {SLOT_ATTR: slot_id, LEASE_ATTR: lease}
-    fixed = fixed_params(spec, number)
+    fixed = fixed_params(spec, number if search_index is None else search_index)
     if fixed:
         attrs["fixed_params"] = fixed
     template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,

@@ -44,6 +44,7 @@ class Claim:
     fault_count: int = 0  # give-backs after transient faults so far (never counted in `attempt`)
     kind: str = "search"  # 'confirm': a repeat of a configuration, with `params` fixed and no Optuna trial
     train_seed: int | None = None  # the training seed (None: the study's)
+    search_index: int | None = None  # a search slot's index among the study's search slots (enqueue_trials[i])
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,14 @@ _LOCK_NEXT_STUDY = text(f"""
     FOR UPDATE SKIP LOCKED
 """)
 
+# A search slot's index among its study's search slots (confirm runs and extensions interleave numbers): slot
+# i carries enqueue_trials[i].
+_SEARCH_INDEX_SQL = """CASE WHEN t.kind = 'search' THEN (SELECT count(*) FROM trials p WHERE p.study_id = t.study_id
+                       AND p.kind = 'search' AND p.number < t.number) END AS search_index"""
+
 # Runs after the study row is locked, in a new statement (so a fresh snapshot): the running count is exact
 # because every claim of this study holds the same lock.
-_CLAIM_IN_STUDY = text("""
+_CLAIM_IN_STUDY = text(f"""
     WITH pick AS (
         SELECT id FROM trials
         WHERE study_id = :sid AND state = 'queued'
@@ -107,19 +113,19 @@ _CLAIM_IN_STUDY = text("""
         started_at = coalesce(t.started_at, now()), failure_reason = NULL
     FROM pick WHERE t.id = pick.id
     RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count, t.kind, t.train_seed
+              t.resume_examples, t.fault_count, t.kind, t.train_seed, {_SEARCH_INDEX_SQL}
 """)
 
 # A trial this (idle) worker already holds: a claim whose commit reached the database but whose answer never
 # reached the worker (the connection broke in between). The worker takes it back under a new token instead of
 # leaving it to expire; the attempt was already counted.
-_RECLAIM_OWN = text("""
+_RECLAIM_OWN = text(f"""
     UPDATE trials t
     SET lease_token = :token, lease_expires_at = now() + make_interval(secs => :lease_seconds)
     WHERE t.id = (SELECT id FROM trials WHERE worker_id = :worker_id AND state = 'running'
                   AND lease_expires_at > now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count, t.kind, t.train_seed
+              t.resume_examples, t.fault_count, t.kind, t.train_seed, {_SEARCH_INDEX_SQL}
 """)
 
 
@@ -160,7 +166,8 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
 
 def _claim(got: Any, token: uuid.UUID) -> Claim:
     return Claim(Lease(got.id, token), got.study_id, got.number, got.attempts, got.params, got.optuna_trial_id,
-                 got.resume_key, got.resume_sha256, got.resume_examples, got.fault_count, got.kind, got.train_seed)
+                 got.resume_key, got.resume_sha256, got.resume_examples, got.fault_count, got.kind, got.train_seed,
+                 got.search_index)
 
 
 # ------------------------------------------------------------------ writes guarded by the lease
