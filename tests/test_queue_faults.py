@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.context import Context
@@ -85,8 +86,8 @@ def test_a_claim_whose_answer_was_lost_is_taken_back_by_its_worker(ctx: Context)
     assert other.lease.trial_id != again.lease.trial_id
 
 
-def test_a_fault_gives_the_trial_back_without_using_an_attempt(ctx: Context) -> None:
-    _study(ctx, max_attempts=1)
+def test_a_fault_gives_the_trial_back_without_using_an_attempt(ctx: Context, client: TestClient) -> None:
+    study_id = _study(ctx, max_attempts=1)
     for i in range(3):
         claim, _ = queue.claim(ctx.sessions, None, 30)  # type: ignore[misc]
         assert claim.attempt == 1 and claim.fault_count == i
@@ -96,6 +97,12 @@ def test_a_fault_gives_the_trial_back_without_using_an_attempt(ctx: Context) -> 
     history = queue.history(ctx.sessions, claim.lease.trial_id)
     assert [(h["attempt"], h["event"], h["fault"]) for h in history] == (
         [(1, "given back", "final checkpoint: disk full (/x)")] * 3 + [(1, "complete", None)])
+    # ... and the trials API shows them: why the trial started over, and how far each attempt got.
+    (trial,) = client.get(f"/v1/studies/{study_id}/trials").json()["items"]
+    assert trial["fault_count"] == 3 and trial["attempts"] == 1
+    assert [(h["attempt"], h["event"], h["fault"]) for h in trial["history"]] == [
+        (h["attempt"], h["event"], h["fault"]) for h in history]
+    assert all(h["at"] is not None and "examples_seen" in h for h in trial["history"])
 
 
 def test_transient_faults_are_told_apart_from_real_errors(ctx: Context) -> None:

@@ -22,6 +22,21 @@ class IntermediatePoint(BaseModel):
     value: float
 
 
+class AttemptEnd(BaseModel):
+    """How one attempt of a trial ended: finished, or back to the queue (and why)."""
+
+    attempt: int | None = None
+    at: datetime | None = None
+    worker_id: int | None = None
+    event: str | None = Field(default=None, description='the final state ("complete", "pruned", "failed"), '
+                              'or "lease expired" (its worker died, or lost the database for longer than the '
+                              'lease), or "given back (...)" (worker stopping, study stopped, a transient fault)')
+    fault: str | None = Field(default=None, description="the transient fault it met, if any")
+    examples_seen: int | None = Field(default=None, description="how far it had trained")
+    resume_examples: int | None = Field(default=None, description="where the next attempt resumed from (its "
+                                        "last resumable checkpoint; null: from the start)")
+
+
 class TrialPublic(BaseModel):
     number: int
     state: str
@@ -45,6 +60,10 @@ class TrialPublic(BaseModel):
                       "trained again with `train_seed`, once the search budget was spent")
     confirm_of: int | None = None
     train_seed: int | None = Field(default=None, description="the training seed (null: the study's seed)")
+    fault_count: int = Field(default=0, description="give-backs after transient faults (never counted in "
+                             "`attempts`)")
+    history: list[AttemptEnd] = Field(default_factory=list, description="every attempt that ended, oldest "
+                                      "first")
 
 
 class BestTrial(BaseModel):

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.core.schemas import IntermediatePoint, TrialPublic
+from service.core.schemas import AttemptEnd, IntermediatePoint, TrialPublic
 
 TRIAL_COLUMNS = """id, number, state, params, value, metrics, attempts, failure_reason, below_baseline,
     examples_seen, planned_examples, last_eval, eta_seconds, worker_id, checkpoint_key IS NOT NULL AS has_ckpt,
     started_at, finished_at, extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS duration, seq,
-    kind, confirm_of, train_seed"""
+    kind, confirm_of, train_seed, fault_count, history"""
 
 
 def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> list[TrialPublic]:
@@ -32,5 +32,6 @@ def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> 
         planned_examples=r.planned_examples, last_eval=r.last_eval, eta_seconds=r.eta_seconds,
         worker_id=r.worker_id, has_checkpoint=r.has_ckpt, started_at=r.started_at, finished_at=r.finished_at,
         duration_seconds=float(r.duration) if r.duration is not None else None, intermediate=points[r.id],
-        kind=r.kind, confirm_of=r.confirm_of, train_seed=r.train_seed,
+        kind=r.kind, confirm_of=r.confirm_of, train_seed=r.train_seed, fault_count=r.fault_count,
+        history=[AttemptEnd.model_validate(h) for h in r.history or []],
     ) for r in rows]
