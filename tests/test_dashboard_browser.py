@@ -101,6 +101,9 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     assert page.locator("#chart-curves .scatterlayer .trace").count() == 5
     assert page.locator("#chart-importance .barlayer .point").count() == 5
     assert page.locator("#trials-table tbody tr").count() == 12
+    # Each finished trial's Attempts cell says how its attempts ended (the trial's history).
+    assert page.get_attribute("#trials-table tr[data-trial='1'] td.attempts", "title").startswith(
+        "attempt 1: complete")
     assert page.get_attribute("#study-status", "data-status") == "running"
     assert page.inner_text("#best-params").count("0.8500") == 1
 

@@ -503,6 +503,14 @@ const TRIAL_COLUMNS = [
   ["attempts", "Attempts", true], ["duration", "Duration", true], [null, "Started"], [null, "Failure reason"], [null, "Checkpoint"],
 ];
 
+// How each attempt of a trial ended (its history), one line each, for the Attempts cell's tooltip.
+function attemptsTitle(r) {
+  return (r.history || []).map((h) => {
+    const trained = h.examples_seen !== null && h.examples_seen !== undefined ? `, ${fmtExamples(h.examples_seen)} examples` : "";
+    return `attempt ${h.attempt}: ${h.event}${h.fault ? ` (${h.fault})` : ""}${trained}`;
+  }).join("\n") || null;
+}
+
 function drawTable(v) {
   const t = v.table;
   $("#trials-head").replaceChildren(...TRIAL_COLUMNS.map(([key, label, sortable]) => el("th", {
@@ -517,7 +525,8 @@ function drawTable(v) {
     el("td", { class: "num" }, fmt(r.value)),
     el("td", { class: "params", title: r.params ? JSON.stringify(r.params) : "" }, r.params ? Object.entries(r.params).map(([k, x]) => `${k.replace(/^per_device_train_/, "")}=${fmtParam(x)}`).join(", ") : el("span", { class: "muted", text: "not sampled yet" })),
     el("td", { class: "num small" }, r.state === "queued" ? "—" : `${fmtExamples(r.examples_seen)}${r.planned_examples ? ` / ${fmtExamples(r.planned_examples)}` : ""}`),
-    el("td", { class: "num" }, String(r.attempts)),
+    el("td", { class: "num attempts", title: attemptsTitle(r) }, String(r.attempts),
+      r.fault_count ? el("span", { class: "small muted", text: ` +${r.fault_count} given back` }) : null),
     el("td", { class: "num" }, fmtDuration(r.duration_seconds)),
     el("td", { class: "small muted" }, r.started_at ? new Date(r.started_at).toLocaleString() : "—"),
     el("td", { class: "reason" }, r.failure_reason || ""),
