@@ -289,8 +289,6 @@ def budget_scan(args: argparse.Namespace, grid: dict[Any, GridRow], sizes: list[
     return scan
 
 
-
-
 def replay_main(args: argparse.Namespace, curves: Path, real: Path, plot: Path, names: dict[str, str],
                 goal: float) -> int:
     from bench.ttq_data import DataSizes
