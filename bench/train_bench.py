@@ -641,15 +641,15 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
 
 def best_copy_costs(model: Any, reps: int) -> dict[str, float]:
     """Keeping the best weights at an improvement (issue 12 item 5), before / after in the same process: a fresh
-    CPU copy of every tensor (`cpu_state`, what every improvement did) against a copy into the buffers the
+    CPU copy of every tensor (what every improvement did before) against a copy into the buffers the
     trial's first improvement allocated (`keep_state`), interleaved, medians."""
-    from workers.trial_callback import cpu_state, keep_state
+    from workers.trial_callback import keep_state
 
     fresh, reused = [], []
     buffers = keep_state(model, None)
     for _ in range(max(reps, 5)):
         t = time.perf_counter()
-        state = cpu_state(model)
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         fresh.append(time.perf_counter() - t)
         del state
         t = time.perf_counter()

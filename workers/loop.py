@@ -284,7 +284,8 @@ class Worker:
                 log.warning("trial %s: stopping before the result could be recorded; the trial resumes elsewhere",
                             label)
             raise
-        self.heartbeat.watch(None)  # finished: its lease is gone, so a beat now would only report it lost
+        # Finished: its lease is gone, so a beat now (or during the study jobs that follow) would report it lost.
+        self.heartbeat.watch(None)
         if trial is not None:  # a confirm run has no Optuna trial to tell
             self.tell(state.optuna_study, trial, outcome.status, value, label)
         log.info("trial %s #%d: %s, value %s", claim.study_id, claim.number, outcome.status, value)
@@ -395,8 +396,6 @@ class Worker:
             self.faults.db.once("retention", retention.apply, self.ctx, claim.study_id, state.spec.keep_top_k)
         except StsweepError as exc:
             log.warning("study %s: retention postponed (%s)", claim.study_id, exc.message)
-        # The trial is over (its finish cleared the lease): stop renewing it while the study's jobs run.
-        self.heartbeat.watch(None)
         # Right after the trial, so it never delays one; before the test split, so a study that just completed
         # shows its baseline by the time its test score lands.
         self.compute_baseline(claim.study_id)

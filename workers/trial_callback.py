@@ -68,11 +68,6 @@ class TrialProgress:
                    last_value=meta["last_value"], last_eval_examples=int(meta["last_eval_examples"]))
 
 
-def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A fresh CPU copy of every weight (what `keep_state` did at every improvement before buffers were kept)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def keep_state(model: torch.nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """The model's weights copied into `into` when its tensors fit (same names, shapes and dtypes, kept on the
     CPU or on the weights' own device), so only the first improvement of a trial allocates; else into new

@@ -18,14 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.core.body_limits import SEED_LIMIT
+from service.store.ranking import best_per_config_sql
+from service.store.study_sql import TIMED_OUT_SQL
 
 # The best search trial of each distinct configuration, the `:k` best of those, less the configurations that
 # already have confirm runs (in any state).
-_TO_CONFIRM = text("""
-    WITH per_config AS (
-        SELECT DISTINCT ON (t.params) t.params, t.number, t.rank_key FROM trials t
-        WHERE t.study_id = :sid AND t.kind = 'search' AND t.state = 'complete' AND t.rank_key IS NOT NULL
-        ORDER BY t.params, t.rank_key, t.number
+_TO_CONFIRM = text(f"""
+    WITH per_config AS ({best_per_config_sql("t.kind = 'search'")}
     ), top AS (
         SELECT * FROM per_config ORDER BY rank_key, number LIMIT :k
     )
@@ -53,10 +52,8 @@ def confirm_seeds(study_seed: int, count: int) -> list[int]:
 def enqueue_confirm_runs(s: Session, study_id: str) -> int:
     """Enqueue the confirm runs the study is due, if its search budget is spent (nothing queued or running) and
     its timeout has not passed. Returns how many were enqueued. Call with the study row locked."""
-    study = s.execute(text("""
-        SELECT spec->'confirm' AS confirm, (spec->>'seed')::bigint AS seed,
-               (timeout_seconds IS NOT NULL AND started_at IS NOT NULL
-                AND now() >= started_at + make_interval(secs => timeout_seconds)) AS timed_out,
+    study = s.execute(text(f"""
+        SELECT spec->'confirm' AS confirm, (spec->>'seed')::bigint AS seed, {TIMED_OUT_SQL} AS timed_out,
                (SELECT count(*) FROM trials WHERE study_id = :sid AND state IN ('queued', 'running')) AS open
         FROM studies WHERE id = :sid AND status IN ('queued', 'running')"""), {"sid": study_id}).first()
     if study is None or not study.confirm or study.timed_out or study.open:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.store import confirm
 from service.store.db import session_scope
+from service.store.study_sql import TIMED_OUT_SQL
 from service.store.winner import winner_run_number
 
 ACTIVE_STUDY = "('queued', 'running')"
@@ -60,8 +61,7 @@ def settle_study(s: Session, study_id: str) -> str:
     completed = s.execute(
         text(f"""
         WITH st AS (
-            SELECT id, (timeout_seconds IS NOT NULL AND started_at IS NOT NULL
-                        AND now() >= started_at + make_interval(secs => timeout_seconds)) AS timed_out
+            SELECT id, {TIMED_OUT_SQL} AS timed_out
             FROM studies WHERE id = :sid AND status IN {ACTIVE_STUDY}
         ), open AS (
             SELECT count(*) FILTER (WHERE state = 'running') AS running,
@@ -148,9 +148,8 @@ def extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: in
     top configurations); a paused one stays paused. Returns the status afterwards. Not idempotent: each call
     adds its slots."""
     with session_scope(factory) as s:
-        row = s.execute(text("""SELECT status, started_at, n_trials, timeout_seconds IS NOT NULL AND started_at IS NOT NULL
-                                       AND now() >= started_at + make_interval(secs => timeout_seconds) AS timed_out
-                                FROM studies WHERE id = :id FOR UPDATE"""), {"id": study_id}).first()
+        row = s.execute(text(f"""SELECT status, started_at, n_trials, {TIMED_OUT_SQL} AS timed_out
+                                 FROM studies WHERE id = :id FOR UPDATE"""), {"id": study_id}).first()
         if row is None:
             raise NotFound(f"study {study_id} not found", field="study_id")
         if row.status not in EXTENDABLE:

@@ -23,6 +23,7 @@ from service.store.lifecycle import ACTIVE_STUDY
 from service.core.errors import LeaseLost
 from service.core.scheduler import SchedulerJob
 from service.store.ranking import RANK_KEY_SQL
+from service.store.study_sql import TIMED_OUT_SQL
 
 @dataclass(frozen=True)
 class Lease:
@@ -405,8 +406,7 @@ def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
                        "WHERE current_trial_id = ANY(:ids)"), {"ids": [r.id for r in rows]})
         studies = {r.study_id for r in rows}
         studies |= set(s.execute(text(f"""
-            SELECT id FROM studies WHERE status IN {ACTIVE_STUDY} AND timeout_seconds IS NOT NULL
-              AND started_at IS NOT NULL AND now() >= started_at + make_interval(secs => timeout_seconds)
+            SELECT id FROM studies WHERE status IN {ACTIVE_STUDY} AND {TIMED_OUT_SQL}
         """)).scalars())
         for study_id in studies:
             lifecycle.settle_study(s, study_id)

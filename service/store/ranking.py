@@ -13,8 +13,9 @@ RANK_KEY_SQL = """CASE WHEN CAST(:value AS float8) IS NULL OR CAST(:value AS flo
     ELSE CAST(:value AS float8) END"""
 
 
-def best_trial_sql(columns: str, *, with_checkpoint: bool = False) -> str:
-    """SELECT `columns` of study `:sid`'s best complete trial (aliases `t` and `st`); at most one row."""
-    extra = " AND t.checkpoint_key IS NOT NULL" if with_checkpoint else ""
-    return (f"SELECT {columns} FROM trials t JOIN studies st ON st.id = t.study_id "
-            f"WHERE t.study_id = :sid AND {RANKED_SQL}{extra} ORDER BY {BEST_ORDER_SQL} LIMIT 1")
+def best_per_config_sql(where: str = "") -> str:
+    """SELECT params, number, rank_key of study `:sid`'s best complete trial of each distinct configuration
+    (equal `params`; alias `t`), `where` further restricting the trials."""
+    extra = f" AND {where}" if where else ""
+    return (f"SELECT DISTINCT ON (t.params) t.params, t.number, t.rank_key FROM trials t "
+            f"WHERE t.study_id = :sid AND {RANKED_SQL}{extra} ORDER BY t.params, {BEST_ORDER_SQL}")

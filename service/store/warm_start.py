@@ -19,17 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.errors import InvalidInput
 from service.core.spec import WARM_START_CONFIGS, Param, StudySpec, enqueued_problem, field_errors
 from service.store.db import session_scope
-from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
+from service.store.ranking import best_per_config_sql
 from service.store.winner import confirmed_winners
 
 _FIELD = "warm_start_from"
 
 _BEST_CONFIGS = text(f"""
-    SELECT c.params FROM (
-        SELECT DISTINCT ON (t.params) t.params, t.rank_key, t.number FROM trials t
-        WHERE t.study_id = :sid AND {RANKED_SQL} AND t.params IS NOT NULL
-        ORDER BY t.params, {BEST_ORDER_SQL}
-    ) c ORDER BY c.rank_key, c.number LIMIT :k
+    SELECT c.params FROM ({best_per_config_sql("t.params IS NOT NULL")}) c ORDER BY c.rank_key, c.number LIMIT :k
 """)
 
 
