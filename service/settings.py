@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         default=None,
         description="Where checkpoints and datasets live: a folder, or s3://bucket/prefix. Default: HOME/artifacts.",
     )
+    models_root: Path = Field(
+        default=None,  # type: ignore[assignment]  # filled from home below
+        description="The only folder a study's base_model may name on the workers (links resolved); hub ids are "
+                    "not folders. Default: HOME/models.",
+    )
     data_root: Path | None = Field(
         default=None, description="Server-side folder that file data sets may be read from. Unset: none allowed."
     )
@@ -101,6 +106,12 @@ class Settings(BaseSettings):
                     "one or gives a trained trial back to the queue (the database is retried for as long as the "
                     "lease holds).",
     )
+
+    @model_validator(mode="after")
+    def _default_models_root(self) -> Settings:
+        if self.models_root is None:
+            self.models_root = self.home / "models"
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:

@@ -183,7 +183,8 @@ class Worker:
         spec, optuna_name, _status = db.call("load study", studies.load_spec, self.ctx.sessions, study_id, stop=stop)
         optuna_study = db.call("Optuna study", lambda: optuna_bridge.load_study(self.ctx.optuna_storage,
                                                                                    optuna_name, spec), stop=stop)
-        prepared = prepare(spec, self.resolve, self.device, self.ctx.settings.read_limits())
+        prepared = prepare(spec, self.resolve, self.device, self.ctx.settings.read_limits(),
+                           self.ctx.settings.models_root)
         self.current = WarmStudy(study_id, spec, optuna_study, prepared)
         return self.current
 

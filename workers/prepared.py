@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
@@ -11,7 +12,7 @@ from service.core.limits import ReadLimits
 from service.core.spec import StudySpec
 from workers.data import Resolver, StudyData, build_datasets
 from workers.evaluation import Evaluator, build_evaluator, evaluate
-from workers.modelref import resolve_model
+from workers.modelref import load_model, resolve_model
 from workers.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -21,14 +22,17 @@ class PreparedStudy:
     """Built once per (worker, study); every trial then starts from `fresh_model()` in a fraction of a second."""
 
     def __init__(self, spec: StudySpec, resolve: Resolver, device: str = "cpu",
-                 data: StudyData | None = None, limits: ReadLimits | None = None) -> None:
+                 data: StudyData | None = None, limits: ReadLimits | None = None,
+                 models_root: Path | None = None) -> None:
+        """`models_root`: the only folder a base_model folder may lie in (STSWEEP_MODELS_ROOT; None: only hub
+        ids and the bundled model load)."""
         self.spec = spec
         self.device = device
         self.metric: str = spec.objective.metric or ""
         self.maximize = spec.objective.direction == "maximize"
         self.data = data if data is not None else build_datasets(spec, resolve, limits)
         # The pristine base model stays on the CPU and is never trained; trials get deep copies.
-        self._base = SentenceTransformer(resolve_model(spec.base_model), device="cpu")
+        self._base = load_model(resolve_model(spec.base_model, models_root), device="cpu")
         self._base.eval()
         self.subset_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval_subset, "subset")
         self.full_evaluator: Evaluator = build_evaluator(spec.task, self.data.eval, "eval")
@@ -80,7 +84,8 @@ class PreparedStudy:
         return self._baseline
 
 
-def prepare(spec: StudySpec, resolve: Resolver, device: str, limits: ReadLimits | None = None) -> PreparedStudy:
+def prepare(spec: StudySpec, resolve: Resolver, device: str, limits: ReadLimits | None = None,
+            models_root: Path | None = None) -> PreparedStudy:
     log.info("preparing study %s on %s", spec.name, device)
-    return PreparedStudy(spec, resolve, device, limits=limits)
+    return PreparedStudy(spec, resolve, device, limits=limits, models_root=models_root)
 

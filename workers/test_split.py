@@ -9,11 +9,10 @@ import shutil
 import time
 from pathlib import Path
 
-from sentence_transformers import SentenceTransformer
-
 from service.context import Context
 from service.store import results
 from workers.faults import Faults
+from workers.modelref import load_model
 from workers.prepared import PreparedStudy
 
 log = logging.getLogger("stsweep.worker")
@@ -31,7 +30,7 @@ def evaluate_winner_on_test(ctx: Context, job: results.ScoreJob, prepared: Prepa
         faults.store.call("winner checkpoint", ctx.artifacts.get_dir, winner.checkpoint_key, folder,
                           expected_sha256=winner.checkpoint_sha256,
                           deadline=time.monotonic() + ctx.settings.fault_retry_seconds)
-        model = SentenceTransformer(str(folder), device=prepared.device)
+        model = load_model(str(folder), device=prepared.device)
         result = prepared.evaluate_test(model)
         assert result is not None
         value, _metrics = result

@@ -18,6 +18,7 @@ from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.api.routes_studies import StudyId
 from service.api.dashboard import STATIC_DIR, plotly_js
 from service.api.dashboard import importance as imp
+from service.core import numeric_limits
 from service.core.errors import NotFound
 
 router = APIRouter(tags=["dashboard"])
@@ -60,7 +61,7 @@ def static_asset(name: str) -> FileResponse:
 
 @router.get("/v1/studies/{study_id}/changes")
 def study_changes(study_id: StudyId, sessions: SessionsDep, _token: TokenDep,
-                  cursor: Annotated[int, Query(ge=0)] = 0) -> Response:
+                  cursor: Annotated[int, Query(**numeric_limits.field("query.cursor"))] = 0) -> Response:
     """What changed since `cursor`: trials written since (each with only its new intermediate points), the
     study summary when anything changed, and the new cursor. `more`: more changes wait, ask again at once."""
     body = q.changes(sessions, study_id, cursor)

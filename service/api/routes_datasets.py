@@ -28,6 +28,7 @@ from service.store import datasets
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.datasets import Spool
 from service.core.schemas import DatasetPublic
+from service.core import numeric_limits
 from service.core.errors import InvalidInput, PayloadTooLarge, StsweepError
 from service.core.schemas import Page
 
@@ -39,8 +40,8 @@ _MULTIPART_SLACK = 1024 * 1024  # a declared Content-Length this far past the li
 _BOUNDARY = re.compile(rb"^[ -~]{1,200}$")
 
 DatasetId = Annotated[str, Depends(datasets.validate_id)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(**numeric_limits.field("query.offset"))]
+Limit = Annotated[int, Query(**numeric_limits.field("query.limit"))]
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {

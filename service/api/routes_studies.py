@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
 from service.store import lifecycle, optuna_bridge, studies, warm_start
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.data_refs import check_refs
+from service.core import numeric_limits
 from service.core.errors import InvalidInput, NotFound
 from service.core.schemas import ExtendRequest, Page, StudyPublic, TrialPublic
-from service.core.spec import MAX_TRIALS, StudySpec, check_grid_size
+from service.core.spec import MAX_TRIALS, StudySpec, check_grid_size, check_models_root
 from service.core.states import StudyStatus, TrialState
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -28,8 +29,8 @@ def study_id_param(study_id: str) -> str:
 
 
 StudyId = Annotated[str, Depends(study_id_param)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(**numeric_limits.field("query.offset"))]
+Limit = Annotated[int, Query(**numeric_limits.field("query.limit"))]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyPublic)
@@ -44,6 +45,7 @@ def create_study(
     With `warm_start_from`, the old study's best configurations are enqueued first (422 when they do not fit)."""
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput("must not be empty (leave the header out instead)", field="Idempotency-Key")
+    check_models_root(spec, ctx.settings.models_root)
     check_grid_size(spec, ctx.settings.max_grid_size)  # counted; the grid is built only by the Optuna study
     if idempotency_key is not None:
         existing = studies.find_idempotent(ctx.sessions, idempotency_key, studies.request_hash(spec))
@@ -93,8 +95,11 @@ def list_trials(
     return studies.list_trials(sessions, study_id, offset, limit, state, sort, order == "desc")
 
 
+TrialNumber = Annotated[int, Path(**numeric_limits.field("path.number"))]
+
+
 @router.get("/{study_id}/trials/{number}", response_model=TrialPublic)
-def read_trial(study_id: StudyId, number: int, sessions: SessionsDep, _token: TokenDep) -> TrialPublic:
+def read_trial(study_id: StudyId, number: TrialNumber, sessions: SessionsDep, _token: TokenDep) -> TrialPublic:
     return studies.get_trial(sessions, study_id, number)
 
 

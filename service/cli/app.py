@@ -20,6 +20,7 @@ from service.cli.common import fail, load_settings
 from service.cli.extras import require_extra
 from service.cli.slurm_commands import slurm_app
 from service.cli.worker_command import worker
+from service.core.numeric_limits import limit
 
 if TYPE_CHECKING:
     from service.store.db import SessionFactory
@@ -58,7 +59,10 @@ def parse_duration(value: str) -> int:
     match = _DURATION.fullmatch(value.strip())
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{value!r} is not a duration like 30d, 12h, 90m or 3600s")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if limit("token.expires_in_seconds").problem(seconds) is not None:
+        raise ValueError(f"{value!r} is longer than the limit, 100 years")
+    return seconds
 
 
 @contextmanager

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
 from service.core.limits import MAX_NAME_BYTES
+from service.core.numeric_limits import SEED_MAX
 from service.core.text_checks import NUL, json_too_deep_at, not_text_at
 
 # ---------------------------------------------------------------- the documented limits
@@ -35,7 +38,7 @@ MAX_HUB_ID_LENGTH = 2 * MAX_HUB_PART_LENGTH + 1  # "org/name"
 MAX_STRING_LENGTH = 200  # any other string in a study body: keys, choices, enqueued values, split, config, ...
 MAX_DEPTH = 32  # nesting of objects and arrays in any JSON body (a study needs 6)
 MAX_CHOICES = 1000  # choices of one categorical distribution
-SEED_LIMIT = 2**32  # every seed (sampler, training, data split, train subset): 0 <= seed < 2**32
+SEED_LIMIT = SEED_MAX + 1  # every seed (sampler, training, data split, train subset): 0 <= seed < 2**32
 MAX_INTEGER = 2**63 - 1  # any integer anywhere in a study body: |n| <= 2**63 - 1
 DEFAULT_MAX_GRID_SIZE = 10_000  # STSWEEP_MAX_GRID_SIZE's default: combinations a grid study may have
 MAX_GRID_SIZE_CEILING = 100_000  # the largest STSWEEP_MAX_GRID_SIZE (the grid sampler holds every combination)
@@ -67,15 +70,35 @@ class Problem:
 # ---------------------------------------------------------------- strings
 
 
-def text_problem(value: str) -> str | None:
-    """Why a string is refused whatever field it is in (a NUL, a lone UTF-16 surrogate: text_checks.not_text_at),
-    or None. The message never repeats the input (it may not even be encodable)."""
+# Control characters: C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F). They reach status_reason,
+# logs and terminals (`stsweep status`), where escape codes rewrite the screen. Only the fields in
+# MULTILINE_STRINGS may hold a newline or a tab.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MULTILINE_STRINGS: tuple[tuple[str, ...], ...] = (("description",),)
+
+
+def text_problem(value: str, multiline: bool = False) -> str | None:
+    """Why a string is refused whatever field it is in, or None: a NUL, a lone UTF-16 surrogate
+    (text_checks.not_text_at), any other control character (`multiline`: but newline and tab). The message
+    never repeats the input (it may not even be encodable)."""
     at = not_text_at(value)
-    if at < 0:
+    if at >= 0:
+        if value[at] == NUL:
+            return f"must not contain a NUL character (found at position {at})"
+        return (f"must not contain a lone UTF-16 surrogate (U+{ord(value[at]):04X} at position {at}); "
+                "send valid Unicode")
+    found = (_CONTROL_BUT_LINES if multiline else _CONTROL).search(value)
+    if found is None:
         return None
-    if value[at] == NUL:
-        return f"must not contain a NUL character (found at position {at})"
-    return f"must not contain a lone UTF-16 surrogate (U+{ord(value[at]):04X} at position {at}); send valid Unicode"
+    allowed = " (newline and tab are allowed here)" if multiline else ""
+    return (f"must not contain a control character (U+{ord(found.group()):04X} at position {found.start()})"
+            f"{allowed}")
+
+
+def is_multiline(location: Location) -> bool:
+    """Whether the string at a location of a study body may hold newlines and tabs (`description`)."""
+    return tuple(str(p) for p in location) in MULTILINE_STRINGS
 
 
 def length_problem(value: str, limit: int) -> str | None:
@@ -137,7 +160,7 @@ def _key_problem(key: Any) -> str | None:
 
 def _scalar_problem(value: Any, location: Location, string_limit_at: Callable[[Location], int]) -> str | None:
     if isinstance(value, str):
-        return text_problem(value) or length_problem(value, string_limit_at(location))
+        return text_problem(value, is_multiline(location)) or length_problem(value, string_limit_at(location))
     if isinstance(value, (bytes, bytearray)):
         return "must be text, not binary data"
     if isinstance(value, float) and not math.isfinite(value):
@@ -166,14 +189,29 @@ def hub_id_problem(value: str) -> str | None:
     The hub's rules: letters, digits, '-', '_' and '.'; a part is 1-96 characters and neither starts nor ends
     with '-' or '.'; no '--' or '..'; not ending in '.git'. Hence never a path (absolute, relative with '..',
     Windows), never a URL, and at most one '/'. Names of the `datasets` library's own builders are refused too."""
+    why = _hub_name_problem(value, "dataset")
+    if why is not None:
+        return why
+    parts = value.split("/")
+    if len(parts) == 1 and value.lower() in PACKAGED_BUILDERS:
+        return (f"{value!r} names one of the datasets library's file builders, which would read files on the "
+                "worker; upload the data (dataset_id) or use path instead")
+    if len(parts) == 2 and parts[0].lower() == "buckets":
+        return "a hub dataset id is 'name' or 'org/name', never a path or a URL: 'buckets/...' names a storage " \
+               "bucket, not a dataset"
+    return None
+
+
+def _hub_name_problem(value: str, kind: str) -> str | None:
+    """The hub's rules for a repository id (`name` or `org/name`) of a dataset or a model, or None."""
     why = text_problem(value)
     if why is not None:
         return why
     if len(value) > MAX_HUB_ID_LENGTH:
-        return f"a hub dataset id is at most {MAX_HUB_ID_LENGTH} characters (got {len(value)})"
-    hint = "a hub dataset id is 'name' or 'org/name', never a path or a URL"
+        return f"a hub {kind} id is at most {MAX_HUB_ID_LENGTH} characters (got {len(value)})"
+    hint = f"a hub {kind} id is 'name' or 'org/name', never a path or a URL"
     if value.startswith(("/", "\\", "~")) or ":" in value or "\\" in value:
-        return f"{hint} (use path for files under STSWEEP_DATA_ROOT)"
+        return f"{hint} ({_PATH_HINT[kind]})"
     if ".." in value or "--" in value:
         return f"{hint}: '..' and '--' are not allowed"
     parts = value.split("/")
@@ -183,18 +221,44 @@ def hub_id_problem(value: str) -> str | None:
         if not part:
             return f"{hint}; it has an empty part"
         if len(part) > MAX_HUB_PART_LENGTH:
-            return f"each part of a hub dataset id is at most {MAX_HUB_PART_LENGTH} characters"
+            return f"each part of a hub {kind} id is at most {MAX_HUB_PART_LENGTH} characters"
         if not _HUB_PART.fullmatch(part):
             return f"{hint}: use letters, digits, '-', '_' and '.' only"
         if part[0] in "-." or part[-1] in "-.":
             return f"{hint}: a part may not start or end with '-' or '.'"
     if value.lower().endswith(".git"):
         return f"{hint}: it may not end in '.git'"
-    if len(parts) == 1 and value.lower() in PACKAGED_BUILDERS:
-        return (f"{value!r} names one of the datasets library's file builders, which would read files on the "
-                "worker; upload the data (dataset_id) or use path instead")
-    if len(parts) == 2 and parts[0].lower() == "buckets":
-        return f"{hint}: 'buckets/...' names a storage bucket, not a dataset"
+    return None
+
+
+_PATH_HINT = {"dataset": "use path for files under STSWEEP_DATA_ROOT",
+              "model": "a folder on the workers is an absolute path under STSWEEP_MODELS_ROOT"}
+
+
+# ---------------------------------------------------------------- base models
+
+
+def model_ref_problem(value: str) -> str | None:
+    """Why `value` is neither a hub model id (`name` or `org/name`, the hub's rules) nor a model folder on the
+    workers (an absolute path without '..'), or None. Whether the folder lies under the models root is
+    `models_root_problem`'s (it needs the setting)."""
+    if value.startswith("/"):
+        if ".." in value.split("/"):
+            return "a model folder may not contain '..' (give its absolute path under STSWEEP_MODELS_ROOT)"
+        return text_problem(value)
+    return _hub_name_problem(value, "model")
+
+
+def models_root_problem(value: str, models_root: PurePath) -> str | None:
+    """Why a model folder (an absolute path) lies outside `models_root`, told lexically (a worker resolves links
+    again), or None. A hub model id is not a folder and passes."""
+    if not value.startswith("/"):
+        return None
+    folder = PurePosixPath(posixpath.normpath(value))
+    root = PurePosixPath(posixpath.normpath(str(models_root)))
+    if folder == root or not folder.is_relative_to(root):
+        return (f"the folder {value!r} is not under the models root {str(root)!r} (STSWEEP_MODELS_ROOT); put the "
+                "model there, or give a hub model id")
     return None
 
 

@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core import numeric_limits
+
 T = TypeVar("T")
 
 
@@ -105,7 +107,7 @@ class ExtendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_trials: int = Field(ge=1, le=100_000)
+    n_trials: int = Field(**numeric_limits.field("extend.n_trials"))
 
 
 class RunningTrial(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from service.core import numeric_limits
 from service.core.errors import InvalidInput
 
 
@@ -20,4 +21,8 @@ def parse_score_range(raw: str, field: str = "score_range") -> tuple[float, floa
     low, high = float(values[0]), float(values[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise InvalidInput(f"need finite low < high, got {raw!r}", field=field)
+    for value in (low, high):
+        problem = numeric_limits.limit("upload.score_range.*").problem(value)
+        if problem is not None:
+            raise InvalidInput(problem, field=field)
     return low, high

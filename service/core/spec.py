@@ -8,7 +8,7 @@ value.
 from __future__ import annotations
 
 import math
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -25,7 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.core import body_limits
+from service.core import body_limits, numeric_limits
+from service.core.numeric_limits import field as bounded
 from service.core.errors import InvalidInput
 from service.core.tasks import TASKS, TaskKind
 
@@ -37,7 +38,7 @@ class _Strict(BaseModel):
 
 
 # Every seed (sampler, training, data split, train subset) is a 32-bit unsigned integer.
-Seed = Annotated[int, Field(ge=0, lt=body_limits.SEED_LIMIT)]
+Seed = Annotated[int, Field(**bounded("seed"))]
 
 
 def _refuse(problems: list[body_limits.Problem], title: str = "StudySpec") -> ValidationError:
@@ -217,16 +218,16 @@ LR_SCHEDULERS = (
 )
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
 
-# name -> (default, lowest allowed, highest allowed, kind); kind "int" accepts ints only.
-HYPERPARAMETERS: dict[str, tuple[Any, float | None, float | None, str]] = {
-    "learning_rate": (2e-5, 0.0, 10.0, "positive"),
-    "per_device_train_batch_size": (16, 1, 65536, "int"),
-    "num_train_epochs": (1, 0.0, 1000, "positive"),
-    "warmup_ratio": (0.1, 0.0, 1.0, "float"),
-    "weight_decay": (0.0, 0.0, 10.0, "float"),
-    "max_grad_norm": (1.0, 0.0, 1e6, "positive"),
-    "max_seq_length": (None, 1, 8192, "int"),
-    "gradient_accumulation_steps": (1, 1, 1024, "int"),
+# name -> (default, whole numbers only); the bounds are core/numeric_limits.py's HYPERPARAMETER_BOUNDS.
+HYPERPARAMETERS: dict[str, tuple[Any, bool]] = {
+    "learning_rate": (2e-5, False),
+    "per_device_train_batch_size": (16, True),
+    "num_train_epochs": (1, False),
+    "warmup_ratio": (0.1, False),
+    "weight_decay": (0.0, False),
+    "max_grad_norm": (1.0, False),
+    "max_seq_length": (None, True),
+    "gradient_accumulation_steps": (1, True),
 }
 CATEGORICAL_HYPERPARAMETERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lr_scheduler_type": ("linear", LR_SCHEDULERS),
@@ -255,11 +256,11 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _check_ranges(self) -> SearchSpace:
-        for name, (_default, low, high, kind) in HYPERPARAMETERS.items():
+        for name, (_default, whole) in HYPERPARAMETERS.items():
             param = getattr(self, name)
             if param is None:
                 continue
-            _check_numeric(name, param, low, high, kind)
+            _check_numeric(name, param, numeric_limits.HYPERPARAMETER_BOUNDS[name], whole)
         for name, (_default, allowed) in CATEGORICAL_HYPERPARAMETERS.items():
             values = names_of(name, getattr(self, name))
             if any(not isinstance(v, str) or v not in allowed for v in values):
@@ -272,26 +273,27 @@ class SearchSpace(BaseModel):
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
-def _check_numeric(name: str, param: Param, low: float | None, high: float | None, kind: str) -> None:
+def _check_numeric(name: str, param: Param, bound: numeric_limits.Bound, whole: bool) -> None:
+    """Every number a parameter can hold (fixed value, low / high / step, choices) inside its bound; the error
+    names the exact input ("learning_rate.high: ...")."""
     if isinstance(param, CategoricalDistribution):
-        values: list[Any] = list(param.choices)
+        values: list[tuple[str, Any]] = [(f"{name}.choices.{i}", c) for i, c in enumerate(param.choices)]
     elif isinstance(param, (FloatDistribution, IntDistribution)):
-        if kind == "int" and isinstance(param, FloatDistribution):
+        if whole and isinstance(param, FloatDistribution):
             raise ValueError(f"{name}: must be an int distribution, not float")
-        values = [param.low, param.high]
+        values = [(f"{name}.low", param.low), (f"{name}.high", param.high)]
+        if param.step is not None:
+            values.append((f"{name}.step", param.step))
     else:
-        values = [param]
-    for v in values:
+        values = [(name, param)]
+    for where, v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{name}: {v!r} is not a number")
-        if kind == "int" and not float(v).is_integer():
-            raise ValueError(f"{name}: {v!r} is not a whole number")
-        if kind == "positive" and v <= 0:
-            raise ValueError(f"{name}: {v!r} must be > 0")
-        if low is not None and v < low:
-            raise ValueError(f"{name}: {v!r} is below the smallest allowed value {low}")
-        if high is not None and v > high:
-            raise ValueError(f"{name}: {v!r} is above the largest allowed value {high}")
+            raise ValueError(f"{where}: {v!r} is not a number")
+        if whole and not float(v).is_integer():
+            raise ValueError(f"{where}: {v!r} is not a whole number")
+        problem = bound.problem(v)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
 
 
 # ---------------------------------------------------------------- data
@@ -350,8 +352,8 @@ class SplitSpec(_Strict):
     """Split one source into train / eval / test with a seed."""
 
     source: DataRef
-    eval_fraction: float = Field(default=0.1, gt=0, lt=1)
-    test_fraction: float = Field(default=0.0, ge=0, lt=1)
+    eval_fraction: float = Field(default=0.1, **bounded("data.split.eval_fraction"))
+    test_fraction: float = Field(default=0.0, **bounded("data.split.test_fraction"))
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -367,9 +369,10 @@ class DataSpec(_Strict):
     test: DataRef | None = None
     split: SplitSpec | None = None
     # role -> column name; with headerless files (header: false) role -> 0-based position
-    columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(ge=0)]]] = Field(default_factory=dict)
-    score_range: tuple[float, float] = (0.0, 1.0)
-    max_train_samples: int | None = Field(default=None, gt=0)
+    columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(**bounded("data.columns.*"))]]] = Field(default_factory=dict)
+    score_range: tuple[Annotated[float, Field(**bounded("data.score_range.*"))],
+                       Annotated[float, Field(**bounded("data.score_range.*"))]] = (0.0, 1.0)
+    max_train_samples: int | None = Field(default=None, **bounded("data.max_train_samples"))
     seed: Seed = 0  # seeds the train subset
 
     @model_validator(mode="after")
@@ -422,7 +425,7 @@ class Objective(_Strict):
 class SamplerSpec(_Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
     seed: Seed | None = None
-    n_startup_trials: int | None = Field(default=None, ge=0)
+    n_startup_trials: int | None = Field(default=None, **bounded("sampler.n_startup_trials"))
     multivariate: bool = True
     constant_liar: bool = True
 
@@ -438,21 +441,14 @@ class PrunerSpec(_Strict):
 
     name: Literal["none", "median", "percentile", "successive_halving", "hyperband"] = "median"
     compare_at: Literal["examples", "schedule_fraction"] = "examples"
-    n_startup_trials: int = Field(default=2, ge=0)
-    n_warmup_steps: int = Field(default=0, ge=0)
-    interval_steps: int = Field(default=1, ge=1)
-    n_min_trials: int = Field(default=1, ge=1)
-    percentile: float = Field(default=50.0, gt=0, lt=100)
-    min_resource: int | Literal["auto"] = "auto"
-    max_resource: int | Literal["auto"] = "auto"
-    reduction_factor: int = Field(default=3, ge=2)
-
-    @field_validator("min_resource", "max_resource")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be >= 1 or 'auto'")
-        return v
+    n_startup_trials: int = Field(default=2, **bounded("pruner.n_startup_trials"))
+    n_warmup_steps: int = Field(default=0, **bounded("pruner.n_warmup_steps"))
+    interval_steps: int = Field(default=1, **bounded("pruner.interval_steps"))
+    n_min_trials: int = Field(default=1, **bounded("pruner.n_min_trials"))
+    percentile: float = Field(default=50.0, **bounded("pruner.percentile"))
+    min_resource: Annotated[int, Field(**bounded("pruner.min_resource"))] | Literal["auto"] = "auto"
+    max_resource: Annotated[int, Field(**bounded("pruner.max_resource"))] | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, **bounded("pruner.reduction_factor"))
 
     @model_validator(mode="after")
     def _compare_at_fits(self) -> PrunerSpec:
@@ -463,11 +459,11 @@ class PrunerSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    every_n_examples: int | None = Field(default=None, gt=0)
-    every_n_steps: int | None = Field(default=None, gt=0)
-    max_eval_samples: int | None = Field(default=500, gt=0)
-    early_stopping_patience: int | None = Field(default=None, ge=1)
-    early_stopping_threshold: float = Field(default=0.0, ge=0)
+    every_n_examples: int | None = Field(default=None, **bounded("evaluation.every_n_examples"))
+    every_n_steps: int | None = Field(default=None, **bounded("evaluation.every_n_steps"))
+    max_eval_samples: int | None = Field(default=500, **bounded("evaluation.max_eval_samples"))
+    early_stopping_patience: int | None = Field(default=None, **bounded("evaluation.early_stopping_patience"))
+    early_stopping_threshold: float = Field(default=0.0, **bounded("evaluation.early_stopping_threshold"))
 
     @model_validator(mode="after")
     def _one_interval(self) -> EvaluationSpec:
@@ -476,13 +472,13 @@ class EvaluationSpec(_Strict):
         return self
 
 
-MAX_TRIALS = 100_000  # a study's search budget, also once extended
+MAX_TRIALS = numeric_limits.MAX_TRIALS  # a study's search budget, also once extended
 
 
 class BudgetSpec(_Strict):
-    n_trials: int = Field(default=10, ge=1, le=MAX_TRIALS)
-    max_concurrent_trials: int = Field(default=4, ge=1, le=10_000)
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    n_trials: int = Field(default=10, **bounded("budget.n_trials"))
+    max_concurrent_trials: int = Field(default=4, **bounded("budget.max_concurrent_trials"))
+    timeout_seconds: float | None = Field(default=None, **bounded("budget.timeout_seconds"))
 
 
 class ConfirmSpec(_Strict):
@@ -490,8 +486,8 @@ class ConfirmSpec(_Strict):
     more training seeds each (trials of kind `confirm`): the winner is then the configuration with the best
     mean, not the luckiest seed."""
 
-    top_k: int = Field(default=3, ge=1, le=20)
-    seeds: int = Field(default=2, ge=1, le=20)
+    top_k: int = Field(default=3, **bounded("confirm.top_k"))
+    seeds: int = Field(default=2, **bounded("confirm.seeds"))
 
 
 STUDY_ID_PATTERN = r"^st_[0-9a-f]{16}$"
@@ -510,8 +506,8 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    keep_top_k: int = Field(default=3, ge=1, le=10_000)
+    max_attempts: int = Field(default=3, **bounded("max_attempts"))
+    keep_top_k: int = Field(default=3, **bounded("keep_top_k"))
     seed: Seed = 42  # the training seed
     description: str | None = Field(default=None, max_length=body_limits.MAX_DESCRIPTION_LENGTH)
     # Configurations to try first (Optuna's enqueue_trial), e.g. a known-good baseline recipe.
@@ -520,6 +516,14 @@ class StudySpec(_Strict):
     confirm: ConfirmSpec | None = None
     # An earlier study whose best configurations are enqueued first (prepended to enqueue_trials when stored).
     warm_start_from: str | None = Field(default=None, pattern=STUDY_ID_PATTERN)
+
+    @field_validator("base_model")
+    @classmethod
+    def _model_ref(cls, base_model: str) -> str:
+        problem = body_limits.model_ref_problem(base_model)
+        if problem is not None:
+            raise ValueError(problem)
+        return base_model
 
     @model_validator(mode="before")
     @classmethod
@@ -561,8 +565,10 @@ class StudySpec(_Strict):
                     allowed = ", ".join(info.params) or "none"
                     raise ValueError(f"search_space.loss_params.{loss_name}: unknown parameter {pname!r} "
                                      f"(tunable: {allowed})")
-                _check_numeric(f"search_space.loss_params.{loss_name}.{pname}", param, 0.0, 1e6,
-                               "int" if pname == "mini_batch_size" else "positive")
+                where = f"search_space.loss_params.{loss_name}.{pname}"
+                bound = numeric_limits.bound_for(where)
+                assert bound is not None  # the table covers every loss parameter
+                _check_numeric(where, param, bound, pname == "mini_batch_size")
         # Objective: a metric the task's evaluator reports.
         if self.objective.metric is None:
             self.objective.metric = task.primary_metric
@@ -657,6 +663,14 @@ def check_grid_size(spec: StudySpec, cap: int) -> None:
     problem = body_limits.grid_size_problem(spec.grid_counts(), cap)
     if problem is not None:
         raise InvalidInput(problem, field="search_space")
+
+
+def check_models_root(spec: StudySpec, models_root: Path) -> None:
+    """A base model folder (an absolute path) must lie under the server's models root (STSWEEP_MODELS_ROOT),
+    told lexically at submission; the worker resolves links and checks again before loading."""
+    problem = body_limits.models_root_problem(spec.base_model, models_root)
+    if problem is not None:
+        raise InvalidInput(problem, field="base_model")
 
 
 # ---------------------------------------------------------------- error messages

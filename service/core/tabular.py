@@ -36,6 +36,7 @@ from typing import Any, Union
 
 import pyarrow as pa
 
+from service.core import numeric_limits
 from service.core.errors import InvalidInput
 from service.core.limits import DEFAULT_LIMITS, Budget, ReadLimits
 from service.core.read_parquet import read_parquet
@@ -136,6 +137,10 @@ def _check_names(columns: Mapping[str, Any], field_name: str) -> None:
             raise InvalidInput(f"{role}: expected a column name, got {column!r}", field=field_name)
 
 
+# A 0-based column position, in a study's data.columns or an upload's columns (core/numeric_limits.py).
+POSITION_BOUND = numeric_limits.limit("upload.columns.*")
+
+
 def _check_positions(columns: Mapping[str, Any], field_name: str) -> None:
     for role, column in columns.items():
         if isinstance(column, str):
@@ -145,6 +150,9 @@ def _check_positions(columns: Mapping[str, Any], field_name: str) -> None:
         if not _is_position(column) or column < 0:
             raise InvalidInput(f"{role}: expected a 0-based position (an integer >= 0), got {column!r}",
                                field=field_name)
+        problem = POSITION_BOUND.problem(column)
+        if problem is not None:
+            raise InvalidInput(f"{role}: {problem}", field=field_name)
 
 
 def column_map(task: str | TaskInfo, columns: Mapping[str, Column] | None = None, *, header: bool = True,

@@ -4,12 +4,12 @@ revoked (`revoked_at`); either way it is refused from then on. All tokens are eq
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.core import numeric_limits
 from service.core.errors import InvalidInput, NotFound, Unauthorized
 from service.core.schemas import TokenPublic
 from service.store.db import session_scope
@@ -24,8 +24,11 @@ def hash_token(token: str) -> str:
 
 def create_token(factory: sessionmaker[Session], name: str, expires_in_seconds: float | None = None) -> str:
     """A new token (printed once by the caller); it expires `expires_in_seconds` from now, or never (None)."""
-    if expires_in_seconds is not None and not (math.isfinite(expires_in_seconds) and expires_in_seconds > 0):
-        raise InvalidInput("must be a positive number of seconds", field="expires_in_seconds")
+    if expires_in_seconds is not None:
+        problem = numeric_limits.limit("token.expires_in_seconds").problem(expires_in_seconds)
+        if problem is not None:
+            raise InvalidInput(f"{problem} seconds (a positive number, at most 100 years)",
+                               field="expires_in_seconds")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with session_scope(factory) as s:
         s.execute(text("INSERT INTO api_tokens (name, token_hash, expires_at) VALUES (:n, :h, "
