@@ -28,8 +28,8 @@ class Settings(BaseSettings):
         default=None,
         description="Where checkpoints and datasets live: a folder, or s3://bucket/prefix. Default: HOME/artifacts.",
     )
-    models_root: Path = Field(
-        default=None,  # type: ignore[assignment]  # filled from home below
+    models_root: Path | None = Field(
+        default=None,  # filled from home by _default_models_root: never None once built
         description="The only folder a study's base_model may name on the workers (links resolved); hub ids are "
                     "not folders. Default: HOME/models.",
     )

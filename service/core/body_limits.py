@@ -249,6 +249,11 @@ def model_ref_problem(value: str) -> str | None:
     return _hub_name_problem(value, "model")
 
 
+def model_folder_without_root(value: str) -> str | None:
+    """A model folder where no models root is configured: always refused."""
+    return "a model folder needs a models root (STSWEEP_MODELS_ROOT)" if value.startswith("/") else None
+
+
 def models_root_problem(value: str, models_root: PurePath) -> str | None:
     """Why a model folder (an absolute path) lies outside `models_root`, told lexically (a worker resolves links
     again), or None. A hub model id is not a folder and passes."""

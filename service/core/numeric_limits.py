@@ -141,8 +141,22 @@ NUMERIC_LIMITS: dict[str, Bound] = {
     "path.number": Bound(0, INT32_MAX, "trials.number (INTEGER)"),
 }
 
+# Parameters that take names only (core/spec.py's names_of): their schema admits a number, and every number
+# there is refused (a 422 naming the field), so no consumer ever sees one.
+NAMES_ONLY: dict[str, str] = {
+    "search_space.lr_scheduler_type": "transformers' scheduler, by name",
+    "search_space.optim": "transformers' optimizer, by name",
+    "search_space.loss": "the task's loss, by name",
+}
+
 # A parameter's distribution fields that its own bound covers.
 _DISTRIBUTION_PARTS = ("low", "high", "step")
+
+
+def names_only(location: tuple[str | int, ...] | str) -> bool:
+    """Whether a location lies in a parameter that takes names only (no number is ever accepted there)."""
+    parts = [str(p) for p in (location.split(".") if isinstance(location, str) else location)]
+    return ".".join(parts[:2]) in NAMES_ONLY
 
 
 def bound_for(location: tuple[str | int, ...] | str) -> Bound | None:

@@ -665,10 +665,13 @@ def check_grid_size(spec: StudySpec, cap: int) -> None:
         raise InvalidInput(problem, field="search_space")
 
 
-def check_models_root(spec: StudySpec, models_root: Path) -> None:
+def check_models_root(spec: StudySpec, models_root: Path | None) -> None:
     """A base model folder (an absolute path) must lie under the server's models root (STSWEEP_MODELS_ROOT),
     told lexically at submission; the worker resolves links and checks again before loading."""
-    problem = body_limits.models_root_problem(spec.base_model, models_root)
+    if models_root is None:
+        problem = body_limits.model_folder_without_root(spec.base_model)
+    else:
+        problem = body_limits.models_root_problem(spec.base_model, models_root)
     if problem is not None:
         raise InvalidInput(problem, field="base_model")
 
@@ -676,7 +679,8 @@ def check_models_root(spec: StudySpec, models_root: Path) -> None:
 # ---------------------------------------------------------------- error messages
 
 # Tags pydantic puts in an error's location for tagged unions; they are not fields.
-_UNION_TAGS = {"distribution", "value", "float", "int", "categorical", "bool", "str"}
+_UNION_TAGS = {"distribution", "value", "float", "int", "categorical", "bool", "str", "constrained-int",
+               "constrained-float", "constrained-str"}
 
 
 def field_errors(error: Any) -> list[dict[str, str]]:
