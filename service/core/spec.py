@@ -369,7 +369,8 @@ class DataSpec(_Strict):
     test: DataRef | None = None
     split: SplitSpec | None = None
     # role -> column name; with headerless files (header: false) role -> 0-based position
-    columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(**bounded("data.columns.*"))]]] = Field(default_factory=dict)
+    columns: dict[str, Union[StrictStr, Annotated[StrictInt, Field(**bounded("data.columns.*"))]]] = Field(
+        default_factory=dict)
     score_range: tuple[Annotated[float, Field(**bounded("data.score_range.*"))],
                        Annotated[float, Field(**bounded("data.score_range.*"))]] = (0.0, 1.0)
     max_train_samples: int | None = Field(default=None, **bounded("data.max_train_samples"))
