@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -309,3 +310,117 @@ def test_a_cache_ref_that_is_not_a_commit_is_refused(hub: FakeHub) -> None:
     hub.repo("org/badref", {"data/train.csv": csv_bytes(ROWS)})
     (hub.cache / "datasets--org--badref" / "refs" / "main").write_text("../../../..")
     assert "commit hash" in refused({"hf": "org/badref", "split": "train"})
+
+
+# ---------------------------------------------------------------- online: a hub server on loopback
+
+
+@dataclass
+class HubServer:
+    url: str
+    repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+
+    def commit(self, repo_id: str) -> str:
+        return hashlib.sha1(repo_id.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hub_server() -> Iterator[HubServer]:
+    """A real HTTP server on 127.0.0.1 answering as the hub does: a repository listing (/api/datasets/ID) and
+    files (/datasets/ID/resolve/COMMIT/PATH); every request is recorded, anything else is a 404."""
+    state = HubServer(url="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self, with_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            state.hits.append(path)
+            status, body, headers = 404, b"{}", {}
+            for repo_id, files in state.repos.items():
+                resolve = f"/datasets/{repo_id}/resolve/{state.commit(repo_id)}/"
+                if path == f"/api/datasets/{repo_id}":
+                    siblings = [{"rfilename": n, "size": len(b)} for n, b in files.items()]
+                    body = json.dumps({"id": repo_id, "sha": state.commit(repo_id), "siblings": siblings}).encode()
+                    status = 200
+                elif path.startswith(resolve) and path[len(resolve):] in files:
+                    body = files[path[len(resolve):]]
+                    status = 200
+                    headers = {"X-Repo-Commit": state.commit(repo_id),
+                               "ETag": f'"{hashlib.sha256(body).hexdigest()}"'}
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.answer(True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.answer(False)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def online(hub: FakeHub, hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub_server.url)  # HF_ENDPOINT, as read when the library loads
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(hub.cache.parent / ".agent_harnesses.json"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub_server.hits.clear()
+    return hub_server
+
+
+def repo_requests(server: HubServer) -> list[str]:
+    """The requests about repositories (huggingface_hub also asks the endpoint about itself)."""
+    return [h for h in server.hits if h.startswith(("/api/datasets/", "/datasets/"))]
+
+
+def card_bytes(card: dict[str, Any]) -> bytes:
+    return f"---\n{yaml.safe_dump(card)}---\n".encode()
+
+
+def test_online_a_repository_is_listed_then_only_the_split_files_are_downloaded(hub: FakeHub,
+                                                                                 online: HubServer) -> None:
+    online.repos["org/web"] = {"data/train-00000-of-00001.parquet": parquet_bytes(ROWS),
+                               "data/test-00000-of-00001.parquet": parquet_bytes(ROWS[:1])}
+    records = load({"hf": "org/web", "split": "train"})
+    assert records["score"] == pytest.approx([r["score"] / 5 for r in ROWS])
+    files = [h for h in online.hits if "/resolve/" in h]
+    assert repo_requests(online)[0] == "/api/datasets/org/web"
+    assert all(h.endswith("/data/train-00000-of-00001.parquet") for h in files) and files
+    assert any((hub.cache / "datasets--org--web" / "blobs").iterdir())  # huggingface_hub's own cache
+
+
+def test_online_a_card_naming_a_url_or_a_path_is_refused_before_any_data_file_is_fetched(
+        hub: FakeHub, online: HubServer) -> None:
+    for i, entry in enumerate([f"{online.url}/leak.csv", str(hub.secret), "../../leak.csv"]):
+        repo_id = f"org/web-evil{i}"
+        online.repos[repo_id] = {"data/train.csv": csv_bytes(ROWS),
+                                 "README.md": card_bytes({"configs": [{"config_name": "default", "data_files": [
+                                     {"split": "train", "path": ["data/train.csv", entry]}]}]})}
+        refused({"hf": repo_id, "split": "train"})
+    assert not [h for h in online.hits if "leak" in h or h.endswith("/data/train.csv")]
+
+
+def test_online_the_byte_limit_is_checked_from_the_listing_before_downloading(hub: FakeHub,
+                                                                            online: HubServer) -> None:
+    online.repos["org/web-big"] = {"data/train.csv": csv_bytes(ROWS)}
+    message = refused({"hf": "org/web-big", "split": "train"}, ReadLimits(max_upload_bytes=100))
+    assert "STSWEEP_MAX_UPLOAD_BYTES" in message
+    assert repo_requests(online) == ["/api/datasets/org/web-big"]

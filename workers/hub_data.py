@@ -193,7 +193,8 @@ def _read(files: list[tuple[str, Path]], total: int, limits: ReadLimits, where: 
         try:
             table = read_table(path, header=True, limits=limits, budget=budget, name=name)
         except (InvalidInput, PayloadTooLarge) as exc:
-            together = " (all of the split's files together)" if isinstance(exc, PayloadTooLarge) and len(files) > 1 else ""
+            limit = isinstance(exc, PayloadTooLarge) and len(files) > 1
+            together = " (all of the split's files together)" if limit else ""
             raise InvalidInput(f"{where}, file {name!r}{together}: {exc.message}", field=field) from exc
         budget.rows_before += table.num_rows
         tables.append(table)
