@@ -424,3 +424,15 @@ def test_online_the_byte_limit_is_checked_from_the_listing_before_downloading(hu
     message = refused({"hf": "org/web-big", "split": "train"}, ReadLimits(max_upload_bytes=100))
     assert "STSWEEP_MAX_UPLOAD_BYTES" in message
     assert repo_requests(online) == ["/api/datasets/org/web-big"]
+
+
+def test_the_worker_reads_hub_data_with_the_settings_upload_limit(hub: FakeHub,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """STSWEEP_MAX_UPLOAD_BYTES reaches the worker's limits (Settings.read_limits), as STSWEEP_MAX_ROWS does."""
+    from service.settings import Settings
+
+    monkeypatch.setenv("STSWEEP_MAX_UPLOAD_BYTES", "64")
+    limits = Settings(_env_file=None).read_limits()  # type: ignore[call-arg]
+    assert limits.max_upload_bytes == 64
+    hub.repo("org/settings", {"train.csv": csv_bytes(ROWS)})
+    assert "more than 64 bytes" in refused({"hf": "org/settings", "split": "train"}, limits)
