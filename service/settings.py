@@ -43,7 +43,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_upload_bytes, gt=0,
+        description="Largest data set upload, and most bytes a hub data set's files for one split may hold (413).",
+    )
     max_json_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body of any route but data set uploads (413 above)."
     )
@@ -126,7 +129,7 @@ class Settings(BaseSettings):
         return ReadLimits(max_decoded_bytes=self.max_decoded_bytes, max_rows=self.max_rows,
                           max_columns=self.max_columns, max_cell_bytes=self.max_cell_bytes,
                           max_line_bytes=self.max_line_bytes, max_json_depth=self.max_jsonl_depth,
-                          max_expansion=self.max_expansion)
+                          max_expansion=self.max_expansion, max_upload_bytes=self.max_upload_bytes)
 
     def artifact_location(self) -> str:
         return self.artifact_root or str(self.home / "artifacts")

@@ -256,13 +256,12 @@ def test_data_split_and_max_train_samples(data_root: Path) -> None:
     assert not eval_ & test and not train & eval_ and not train & test
 
 
-def test_data_hf_unreachable_names_the_field(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
-    import datasets
+def test_data_hf_unreachable_names_the_field(monkeypatch: pytest.MonkeyPatch, data_root: Path,
+                                             tmp_path: Path) -> None:
+    from huggingface_hub import constants
 
-    def offline(*args: Any, **kwargs: Any) -> Any:
-        raise ConnectionError("Couldn't reach 'x/y' on the Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     spec = StudySpec.model_validate({
         "name": "hf", "task": "scored_pairs",
         "data": {"train": {"hf": "x/y", "split": "train"}, "eval": {"path": "dev.jsonl"}}})

@@ -441,33 +441,28 @@ def test_the_packaged_builder_list_covers_the_installed_datasets() -> None:
 
 
 @pytest.mark.parametrize("hf", ["/etc", "../..", "json", "https://x"])
-def test_the_worker_loader_refuses_what_submission_refuses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                           hf: str) -> None:
-    """A spec that skipped submission (built without validation) still cannot reach datasets.load_dataset."""
-    import datasets
-
+def test_the_worker_loader_refuses_what_submission_refuses(tmp_path: Path, hf: str) -> None:
+    """A spec that skipped submission (built without validation) is refused by the worker's loader too."""
+    from service.core.tasks import TASKS
     from workers.data import load_ref
 
-    calls: list[Any] = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a))
     spec = StudySpec.model_validate(contract_study())
     ref = DataRef.model_construct(hf=hf, split="train", path=None, dataset_id=None, config=None, header=True)
-    from service.core.tasks import TASKS
-
     with pytest.raises(InvalidInput) as err:
         load_ref(ref, "data.train", TASKS["scored_pairs"], spec.data, lambda r: tmp_path)
-    assert err.value.field == "data.train.hf" and not calls
+    assert err.value.field == "data.train.hf" and err.value.message == body_limits.hub_id_problem(hf)
 
 
-def test_the_worker_loader_refuses_a_local_folder_shadowing_a_hub_id(monkeypatch: pytest.MonkeyPatch,
-                                                                     tmp_path: Path) -> None:
-    import datasets
+def test_the_worker_loader_never_reads_a_local_folder_named_like_a_hub_id(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """A hub id is looked up in the hub (here: an empty hub cache, offline), never as a path on the worker."""
+    from huggingface_hub import constants
 
     from service.core.tasks import TASKS
     from workers.data import load_ref
 
-    calls: list[Any] = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "name").mkdir(parents=True)
     (tmp_path / "org" / "name" / "train.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "score": 1}\n')
@@ -475,7 +470,7 @@ def test_the_worker_loader_refuses_a_local_folder_shadowing_a_hub_id(monkeypatch
     assert spec.data.train is not None
     with pytest.raises(InvalidInput) as err:
         load_ref(spec.data.train, "data.train", TASKS["scored_pairs"], spec.data, lambda r: tmp_path)
-    assert err.value.field == "data.train.hf" and "working directory" in err.value.message and not calls
+    assert err.value.field == "data.train.hf" and "not in the local hub cache" in err.value.message
 
 
 # ---------------------------------------------------------------- name-only parameters and grid size

@@ -6,7 +6,6 @@ every worker) sees exactly the same rows.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +16,12 @@ import pyarrow as pa
 from datasets import Dataset
 
 from service.core.errors import InvalidInput
-from service.core.body_limits import hub_id_problem
+from service.core.body_limits import hub_id_problem, hub_name_problem
 from service.core.spec import DataRef, DataSpec, StudySpec
-from service.core.limits import ReadLimits
+from service.core.limits import DEFAULT_LIMITS, ReadLimits
 from service.core.tabular import read_table, to_records
 from service.core.tasks import TASKS, TaskInfo
+from workers.hub_data import load_hub_split
 
 Records = dict[str, list[Any]]
 Resolver = Callable[[DataRef], Path]
@@ -63,7 +63,7 @@ def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: 
     """One referenced data set as validated canonical records (scores rescaled to 0..1). A file without a
     header (`header: false`) is read by the same reader as an upload, its roles by position (data.columns)."""
     if ref.hf is not None:
-        table = _load_hf(ref, field)
+        table = _load_hf(ref, field, limits)
     else:
         path = resolve(ref)
         if not Path(path).is_file():
@@ -72,28 +72,18 @@ def load_ref(ref: DataRef, field: str, info: TaskInfo, data: DataSpec, resolve: 
     return to_records(table, info, data.columns, data.score_range, field=field)
 
 
-def _load_hf(ref: DataRef, field: str) -> pa.Table:
-    """A hub dataset, and only that: the id is checked again here (the spec in the database is not trusted to
-    have passed submission), and a file or folder of that name on the worker is refused, since
-    `datasets.load_dataset` would read it instead of the hub."""
-    import datasets
-
+def _load_hf(ref: DataRef, field: str, limits: ReadLimits | None) -> pa.Table:
+    """A hub dataset, read from its own repository only (workers/hub_data.py): the id, split and config are
+    checked again here (the spec in the database is not trusted to have passed submission)."""
     hf = ref.hf or ""
     problem = hub_id_problem(hf) if hf else "a hub dataset id is required"
-    if problem is None and os.path.lexists(hf):
-        problem = (f"{hf!r} names a file or folder in the worker's working directory, which the datasets "
-                   "library would read instead of the hub; refusing it")
     if problem is not None:
         raise InvalidInput(problem, field=f"{field}.hf")
-    try:
-        ds = datasets.load_dataset(hf, ref.config, split=ref.split)
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch is the user's input at fault here
-        raise InvalidInput(f"could not load Hugging Face dataset {ref.hf!r} (config {ref.config!r}, split "
-                           f"{ref.split!r}): {type(exc).__name__}: {exc}. Without network access, upload "
-                           f"the data and use dataset_id or path instead.", field=f"{field}.hf") from exc
-    if not isinstance(ds, Dataset):
-        raise InvalidInput(f"{ref.hf!r} split {ref.split!r} is not a single table", field=f"{field}.split")
-    return pa.Table.from_pydict(ds.to_dict())
+    for name, value in (("split", ref.split or ""), ("config", ref.config)):
+        why = None if value is None else hub_name_problem(value, name)
+        if why is not None:
+            raise InvalidInput(why, field=f"{field}.{name}")
+    return load_hub_split(hf, ref.config, ref.split or "", f"{field}.hf", limits or DEFAULT_LIMITS)
 
 
 def n_rows(records: Records) -> int:

@@ -267,6 +267,29 @@ def models_root_problem(value: str, models_root: PurePath) -> str | None:
     return None
 
 
+# A split name as the `datasets` library allows one (`naming._split_re`, ASCII only); a config name as the hub
+# allows one (no '/', '\\', ':', '..'). Neither is ever a path, a pattern or a URL: the worker matches them
+# against the repository's card and files only (workers/hub_card.py).
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-+=, ]*")
+
+
+def hub_name_problem(value: str, what: str) -> str | None:
+    """Why `value` is not a hub data set's split name (`what` "split") or config name ("config"), or None."""
+    why = text_problem(value) or length_problem(value, MAX_STRING_LENGTH)
+    if why is not None:
+        return why
+    if what == "split":
+        if not _SPLIT_NAME.fullmatch(value):
+            return ("a split name is letters, digits and '_' (parts joined by '.'), e.g. 'train'; never a path, "
+                    "a pattern, a slice or a URL")
+        return None
+    if not _CONFIG_NAME.fullmatch(value) or ".." in value:
+        return ("a config name is letters, digits, '_', '-', '.', '+', '=', ',' and spaces, e.g. 'default'; never a "
+                "path or a URL")
+    return None
+
+
 # ---------------------------------------------------------------- grid size
 
 

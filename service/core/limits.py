@@ -46,6 +46,9 @@ class ReadLimits:
     max_line_bytes: int = 8 * MiB
     max_json_depth: int = 32
     max_expansion: int = 100
+    # The bytes of one upload as sent, and of the files a hub data set's split is read from, together, checked
+    # before any of them is read (workers/hub_data.py).
+    max_upload_bytes: int = 512 * MiB
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -64,6 +67,7 @@ SETTING = {  # the environment variable that sets each limit, for messages
     "max_line_bytes": "STSWEEP_MAX_LINE_BYTES",
     "max_json_depth": "STSWEEP_MAX_JSONL_DEPTH",
     "max_expansion": "STSWEEP_MAX_EXPANSION",
+    "max_upload_bytes": "STSWEEP_MAX_UPLOAD_BYTES",
 }
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     StrictStr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -320,6 +321,14 @@ class DataRef(_Strict):
         if problem is not None:
             raise ValueError(problem)
         return hf
+
+    @field_validator("split", "config")
+    @classmethod
+    def _hub_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = None if value is None else body_limits.hub_name_problem(value, str(info.field_name))
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> DataRef:

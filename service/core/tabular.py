@@ -78,7 +78,8 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def read_table(path: Path, fmt: str | None = None, *, header: bool = True,
-               columns: Mapping[str, Column] | None = None, limits: ReadLimits | None = None) -> pa.Table:
+               columns: Mapping[str, Column] | None = None, limits: ReadLimits | None = None,
+               budget: Budget | None = None, name: str | None = None) -> pa.Table:
     """Read a data file into a pyarrow Table. CSV/TSV values are strings; JSONL and Parquet keep their types.
 
     ``header=False`` (CSV and TSV only): the file has no header row and ``columns`` gives each role's 0-based
@@ -89,20 +90,25 @@ def read_table(path: Path, fmt: str | None = None, *, header: bool = True,
     is streamed and refused at the first limit it passes (PayloadTooLarge for its rows or decoded size,
     InvalidInput naming the row and column for a cell, a line, a column count, nesting or text that is not
     text), before it is held whole.
+
+    ``budget``: rows and decoded bytes already counted, to share one budget among several files read as one data
+    set (a hub data set's split: workers/hub_data.py); default: a fresh one for this file. ``name``: the file's
+    name in messages (default: its own).
     """
     path = Path(path)
-    kind = detect_format(path, fmt)
+    kind = detect_format(Path(name) if name else path, fmt)
     positions = _positions(columns, header)
     if not header and kind not in ("csv", "tsv"):
         raise InvalidInput(f"{path.name}: header=false applies to CSV and TSV files only (a {kind} file names "
                            f"its columns)", field="header")
     limits = limits or DEFAULT_LIMITS
-    budget = Budget(limits, path.stat().st_size)
+    budget = budget or Budget(limits, path.stat().st_size)
+    name = name or path.name
     if kind == "parquet":
-        return read_parquet(path, path.name, limits, budget)
+        return read_parquet(path, name, limits, budget)
     if kind == "jsonl":
-        return read_json_rows(path, path.name, limits, budget)
-    return read_delimited(path, path.name, delimiter="\t" if kind == "tsv" else ",",
+        return read_json_rows(path, name, limits, budget)
+    return read_delimited(path, name, delimiter="\t" if kind == "tsv" else ",",
                           quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL, positions=positions,
                           limits=limits, budget=budget)
 
