@@ -197,3 +197,29 @@ def test_the_bundled_model_loads_through_the_same_function(roots: Path) -> None:
     """The control: the loader loads an honest model (the refusal above is about the custom code)."""
     model = load_model(resolve_model("sentence-transformers/all-MiniLM-L6-v2", roots / "models"))
     assert model.get_embedding_dimension() == 384
+
+
+# ---------------------------------------------------------------- a trial past Optuna's step column
+
+@pytest.mark.parametrize(("extra_steps", "refused"), [(0, False), (1, True)])
+def test_a_trial_whose_examples_pass_the_step_column_fails_before_training(extra_steps: int, refused: bool) -> None:
+    """Steps count examples and Optuna stores them as 32-bit integers: epochs x rows of a path or hub data set
+    (which the API cannot count) may pass that, and the trial is refused before its first step, not at a report."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from service.core.numeric_limits import INT32_MAX
+    from workers.trial_callback import TrialCallback, TrialProgress
+
+    per_step = 64
+    callback = TrialCallback(None, SimpleNamespace(save_checkpoint=lambda *_: None), TrialProgress(),  # type: ignore[arg-type]
+                             eval_every=1000, examples_per_step=per_step, patience=None, threshold=0.0)
+    state = TrainerState(max_steps=INT32_MAX // per_step + extra_steps)
+    if refused:
+        with pytest.raises(InvalidInput, match="32-bit") as caught:
+            callback.on_train_begin(None, state, TrainerControl())  # type: ignore[arg-type]
+        assert caught.value.field == "search_space.num_train_epochs"
+    else:
+        callback.on_train_begin(None, state, TrainerControl())  # type: ignore[arg-type]
+        assert callback.planned_examples <= INT32_MAX

@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from service.core.errors import InvalidInput
+from service.core.numeric_limits import INT32_MAX
 from workers.checkpoint_upload import BackgroundUpload
 from workers.contract import TrialHooks
 from workers.prepared import PreparedStudy
@@ -147,6 +149,10 @@ class TrialCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
         self.planned_examples = state.max_steps * self.examples_per_step
+        if self.planned_examples > INT32_MAX:  # the API cannot see a path's or a hub split's row count
+            raise InvalidInput(f"the trial would train {self.planned_examples} examples, but steps count examples "
+                               f"and Optuna stores them as 32-bit integers (at most {INT32_MAX}): lower "
+                               "num_train_epochs or data.max_train_samples", field="search_space.num_train_epochs")
         self.examples_seen = state.global_step * self.examples_per_step
         self.next_point = self.examples_seen // self.eval_every + 1
 
