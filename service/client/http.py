@@ -34,7 +34,6 @@ from urllib.parse import quote
 import httpx
 
 from service.artifacts.archive import safe_extract
-from service.core.errors import StorageError, UnsafeArchive
 from service.client.limits import ClientLimits
 from service.client.model_card import merge_cards, render_model_card
 from service.client.transfer import HeaderDeadline, TransferTooLarge, TransferTooSlow, chunks
@@ -343,6 +342,10 @@ class StsweepClient:
                 raise StsweepClientError(r.status_code, "bad_answer", f"GET {path}: expected the checkpoint, got "
                                          f"{r.status_code} {r.reason_phrase}")
             try:
+                encoding = r.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise StsweepClientError(0, "bad_answer", f"the server sent the checkpoint with Content-Encoding "
+                                             f"{encoding!r}; the client asked for the tar as is (identity)")
                 start, total = _checkpoint_extent(r, offset)
             except StsweepClientError:
                 _remove(part, etag_file)
@@ -357,7 +360,8 @@ class StsweepClient:
             else:
                 offset, mode = 0, "wb"
                 etag_file.write_text(r.headers.get("etag", f'"{sha256}"'))
-            self._receive(r, part, mode, (total if total is not None else max_bytes) - offset, etag_file)
+            self._receive(r, part, mode, (total if total is not None else max_bytes) - offset, etag_file,
+                          announced=total is not None)
         actual, size = _sha256_file(part)
         if (total is not None and size != total) or actual != sha256:
             _remove(part, etag_file)
@@ -369,7 +373,8 @@ class StsweepClient:
         return Download(path=dest, sha256=actual, size=size, study_id=r.headers.get("x-study-id", study_id),
                         trial_number=trial_number, resumed_from=offset)
 
-    def _receive(self, r: httpx.Response, part: Path, mode: str, limit: int, etag_file: Path) -> None:
+    def _receive(self, r: httpx.Response, part: Path, mode: str, limit: int, etag_file: Path, *,
+                 announced: bool) -> None:
         """The body as sent (no Content-Encoding) into ``part``, at most ``limit`` bytes. An interrupted download
         keeps what it got for the next attempt; one too large or too slow keeps nothing."""
         with part.open(mode) as f:
@@ -385,12 +390,14 @@ class StsweepClient:
             except TransferTooLarge:
                 f.close()
                 _remove(part, etag_file)
-                raise StsweepClientError(0, "too_large", f"the server sent more than the {limit:,} bytes it "
-                                         "announced (or than --max-bytes, STSWEEP_MAX_DOWNLOAD_BYTES)") from None
+                why = (f"the server sent more than the {limit:,} bytes it announced" if announced else
+                       f"the server announced no size and sent more than {limit:,} bytes (--max-bytes, "
+                       "STSWEEP_MAX_DOWNLOAD_BYTES)")
+                raise StsweepClientError(0, "too_large", why) from None
             except TransferTooSlow as exc:
                 f.close()
                 _remove(part, etag_file)
-                raise StsweepClientError(0, "too_slow", f"download abandoned: {exc} (STSWEEP_MIN_DOWNLOAD_RATE "
+                raise StsweepClientError(0, "too_slow", f"download too slow: {exc} (STSWEEP_MIN_DOWNLOAD_RATE "
                                          "over STSWEEP_READ_TIMEOUT)") from None
             f.flush()
             os.fsync(f.fileno())
@@ -401,8 +408,9 @@ class StsweepClient:
         ``limits.max_download_bytes``), verify its sha256, extract it safely into ``out_dir`` (which must not
         exist, or be empty) and write its README.md model card. Returns ``out_dir``.
 
-        The tar is kept beside ``out_dir`` as ``.<name>.download.tar`` until the pull succeeds, so an interrupted
-        pull resumes the download on the next call; a refused download or archive leaves nothing."""
+        The tar arrives beside ``out_dir`` as ``.<name>.download.tar.part``; an interrupted download keeps it, so
+        the next call resumes it. Anything else that fails (a refused download or archive, a failed answer after
+        the download) leaves nothing behind."""
         out = Path(out_dir).resolve()
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise FileExistsError(f"{out} exists and is not an empty folder")
@@ -422,14 +430,9 @@ class StsweepClient:
             if out.exists():
                 out.rmdir()  # empty, checked above
             os.rename(staging, out)
-        except (UnsafeArchive, StorageError):
+        finally:  # the tar was complete: a failed pull starts again (only a .part resumes)
             shutil.rmtree(staging, ignore_errors=True)
-            tar.unlink(missing_ok=True)  # verified but hostile or broken: nothing worth resuming
-            raise
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        tar.unlink(missing_ok=True)
+            tar.unlink(missing_ok=True)
         return out
 
 
