@@ -18,6 +18,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from service.artifacts.tar_guard import HeaderGuard
 from service.core.errors import StorageError, UnsafeArchive
 
 _BUFSIZE = 1024 * 1024
@@ -141,7 +142,8 @@ def safe_extract(
     """Extract an uncompressed tar (path or readable stream, read once, in order) into ``dest_dir``.
 
     Refuses with UnsafeArchive: absolute names, any ``..`` component, links of any kind, device/fifo/sparse
-    members, names resolving outside. Extraction goes into a temp folder beside ``dest_dir``;
+    members, names resolving outside, and (service.artifacts.tar_guard) oversized or malformed pax / GNU long
+    name headers, before tarfile parses them. Extraction goes into a temp folder beside ``dest_dir``;
     ``before_publish`` (e.g. a checksum check) runs after the last member, then one rename publishes it.
     On any failure nothing is left. ``dest_dir`` must not exist or be an empty folder.
     """
@@ -155,7 +157,8 @@ def safe_extract(
             fileobj = src
             if isinstance(src, (str, os.PathLike)):
                 fileobj = stack.enter_context(open(src, "rb"))
-            tar = stack.enter_context(tarfile.open(fileobj=fileobj, mode="r|", bufsize=_BUFSIZE))
+            guarded = HeaderGuard(fileobj)  # headers bounded and checked before tarfile parses them
+            tar = stack.enter_context(tarfile.open(fileobj=guarded, mode="r|", bufsize=_BUFSIZE))
             _extract_all(tar, tmp)
         if before_publish is not None:
             before_publish()

@@ -18,6 +18,7 @@ import typer
 
 from service.cli.common import fail, load_settings
 from service.cli.extras import require_extra
+from service.cli.inert import clean
 from service.cli.slurm_commands import slurm_app
 from service.cli.worker_command import worker
 from service.core.numeric_limits import limit
@@ -125,6 +126,8 @@ def token_ls() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from service.cli.inert import text
+
     now = datetime.now(timezone.utc)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for column in ("id", "name", "created", "last used", "expires", "revoked"):
@@ -133,7 +136,8 @@ def token_ls() -> None:
         expires = _when(t.expires_at)
         if t.expires_at is not None and t.expires_at <= now:
             expires += " (expired)"
-        table.add_row(str(t.id), t.name, _when(t.created_at), _when(t.last_used_at), expires, _when(t.revoked_at))
+        table.add_row(text(t.id), text(t.name), _when(t.created_at), _when(t.last_used_at), expires,
+                      _when(t.revoked_at))
     Console(highlight=False).print(table)
 
 
@@ -145,7 +149,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(metavar="ID", help="The
         from service.store.tokens import revoke_token
 
         revoke_token(sessions, token_id)
-    typer.echo(f"token {token_id}: revoked")
+    typer.echo(clean(f"token {token_id}: revoked"))
 
 
 @app.command()

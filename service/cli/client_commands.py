@@ -9,6 +9,9 @@ Exit codes: 0 ok; 1 an error (the server said no, could not be reached, not foun
 an invalid study file, a bad option value), found before anything is sent. Every error is one line on stderr,
 `error: ...`, never a traceback. Ctrl-C exits with 130.
 
+Everything from the server (names, reasons, file names, error messages) is printed inert: through
+service.cli.inert, as rich Text or with control codes removed, never as markup or terminal escapes.
+
 Heavy imports (the client, pydantic models, rich) happen inside the commands, so `stsweep --help` stays quick.
 """
 
@@ -38,6 +41,7 @@ from service.cli.render import (
     winner_text,
 )
 from service.cli.extras import PASS_THROUGH, require_extra
+from service.cli.inert import clean, text
 from service.client.config import ClientConfig, ClientConfigError, resolve
 
 if TYPE_CHECKING:
@@ -139,7 +143,7 @@ def _api(url: str | None, token: str | None) -> Iterator[StsweepClient]:
     with _errors(cfg):
         from service.client.http import StsweepClient
 
-        with StsweepClient(cfg.url, cfg.token) as api:
+        with StsweepClient(cfg.url, cfg.token, limits=cfg.limits) as api:
             yield api
 
 
@@ -211,14 +215,14 @@ def submit(
     data = load_study_file(file)
     validate_study(data)
     if dry_run:
-        typer.echo(f"{'stdin' if str(file) == '-' else file}: valid study {data.get('name')!r}", err=True)
+        typer.echo(clean(f"{'stdin' if str(file) == '-' else file}: valid study {data.get('name')!r}"), err=True)
         return
     with _api(url, token) as api:
         study = api.create_study(data, idempotency_key=idempotency_key)
-        typer.echo(study.id)
+        typer.echo(clean(study.id))
         if not watch_:
-            typer.echo(f"submitted {study.name!r} ({study.status}); follow it with: stsweep status {study.id} --watch",
-                       err=True)
+            typer.echo(clean(f"submitted {study.name!r} ({study.status}); follow it with: stsweep status {study.id} "
+                             "--watch"), err=True)
             return
         code = watch(api, study.id, interval=interval, limit=50, console=_console())
     raise typer.Exit(code)
@@ -253,8 +257,9 @@ def ls(
             table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
         for s in page.items:
             best = f"{fmt_value(s.best.value)} #{s.best.trial_number}" if s.best else "-"
-            table.add_row(s.id, s.name, s.status, f"{s.progress.trials_finished}/{s.progress.n_trials}", best,
-                          baseline_text(s))
+            table.add_row(text(s.id), text(s.name), text(s.status),
+                          text(f"{s.progress.trials_finished}/{s.progress.n_trials}"), text(best),
+                          text(baseline_text(s)))
         console = _console()
         console.print(table)
         if page.total > len(page.items):
@@ -325,19 +330,19 @@ def best(
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
-        grid.add_row("study", f"{study.id}  {study.name} ({study.status})")
-        grid.add_row("best trial", str(study.best.trial_number))
-        grid.add_row(metric_name(study), fmt_value(study.best.value))
+        grid.add_row("study", text(f"{study.id}  {study.name} ({study.status})"))
+        grid.add_row("best trial", text(study.best.trial_number))
+        grid.add_row(text(metric_name(study)), text(fmt_value(study.best.value)))
         delta = f" ({study.best.value - baseline:+.4f} for the tuned model)" if baseline is not None else ""
-        grid.add_row("baseline", fmt_value(baseline) + delta if baseline is not None else baseline_text(study))
+        grid.add_row("baseline", text(fmt_value(baseline) + delta if baseline is not None else baseline_text(study)))
         confirmed = winner_text(study)
         if confirmed is not None:
-            grid.add_row("winner", confirmed)
+            grid.add_row("winner", text(confirmed))
         if study.test is not None:
-            grid.add_row("test", test_text(study))
+            grid.add_row("test", text(test_text(study)))
         params = study.winner.params if study.winner is not None else study.best.params
         for i, (name, value) in enumerate((params or {}).items()):
-            grid.add_row("params" if i == 0 else "", f"{name} = {fmt_param(value)}")
+            grid.add_row("params" if i == 0 else "", text(f"{name} = {fmt_param(value)}"))
         _console().print(grid)
 
 
@@ -347,25 +352,39 @@ def pull(
                                       help="Folder to create (it must not exist, or be empty).")],
     trial: Annotated[Optional[int], typer.Option(min=0, help="A finished trial's checkpoint instead of the best.")
                      ] = None,
+    max_bytes: Annotated[Optional[str], typer.Option(
+        "--max-bytes", metavar="SIZE", show_default=False,
+        help="Refuse a checkpoint larger than this (e.g. 2GiB). Else STSWEEP_MAX_DOWNLOAD_BYTES, else "
+             "`max_download_bytes` in the config file, else 4GiB.")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Download the best model into DIR; load it with SentenceTransformer(DIR).
 
-    The download is checksum-verified and resumes if interrupted; DIR gets a README.md model card."""
+    The download is checksum-verified and resumes if interrupted; DIR gets a README.md model card. The server
+    is not trusted: the download is capped (--max-bytes) and timed (STSWEEP_READ_TIMEOUT,
+    STSWEEP_MIN_DOWNLOAD_RATE), and the archive is checked before anything is extracted."""
+    from service.client.limits import LimitError, parse_size
+
+    cap = None
+    if max_bytes is not None:
+        try:
+            cap = parse_size(max_bytes, "--max-bytes")
+        except LimitError as exc:
+            _fail(exc, 2)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         _fail(f"{out} exists and is not an empty folder", 2)
     with _api(url, token) as api:
-        folder = api.pull(study_id, out, trial_number=trial)
-        typer.echo(str(folder))
-        typer.echo(f"pulled {'trial ' + str(trial) if trial is not None else 'the best trial'} of {study_id}; "
-                   f"load it with: SentenceTransformer({str(folder)!r})", err=True)
+        folder = api.pull(study_id, out, trial_number=trial, max_bytes=cap)
+        typer.echo(clean(folder))
+        typer.echo(clean(f"pulled {'trial ' + str(trial) if trial is not None else 'the best trial'} of {study_id}; "
+                         f"load it with: SentenceTransformer({str(folder)!r})"), err=True)
 
 
 def _change(action: str, study_id: str, url: str | None, token: str | None) -> None:
     with _api(url, token) as api:
         study = getattr(api, f"{action}_study")(study_id)
-        typer.echo(f"{study.id}: {study.status}")
+        typer.echo(clean(f"{study.id}: {study.status}"))
 
 
 def pause(study_id: StudyIdArg, url: UrlOption = None, token: TokenOption = None) -> None:
@@ -398,8 +417,8 @@ def extend(
     is kept. Running it twice adds 2 x N."""
     with _api(url, token) as api:
         study = api.extend_study(study_id, n_trials)
-        typer.echo(f"{study.id}: {study.status}, budget {study.progress.n_trials} trials "
-                   f"({study.progress.trials_finished} finished, +{n_trials})")
+        typer.echo(clean(f"{study.id}: {study.status}, budget {study.progress.n_trials} trials "
+                         f"({study.progress.trials_finished} finished, +{n_trials})"))
 
 
 # ---------------------------------------------------------------- data sets
@@ -481,10 +500,10 @@ def datasets_upload(
         _fail(f"{file}: {'is a folder' if file.is_dir() else 'no such file'}", 2)
     with _api(url, token) as api:
         ds = api.upload_dataset(file, task, columns=cols, score_range=rng, format=fmt, header=header)
-        typer.echo(ds.id)
+        typer.echo(clean(ds.id))
         dups = f", {ds.duplicate_rows} duplicate" if ds.duplicate_rows else ""
-        typer.echo(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, {fmt_bytes(ds.size_bytes)}, "
-                   f"columns {', '.join(c.name for c in ds.columns)}", err=True)
+        typer.echo(clean(f"uploaded {ds.filename}: {ds.format}, {ds.row_count:,} rows{dups}, "
+                         f"{fmt_bytes(ds.size_bytes)}, columns {', '.join(c.name for c in ds.columns)}"), err=True)
 
 
 def datasets_ls(
@@ -510,8 +529,9 @@ def datasets_ls(
                               ("size", "right"), ("columns", "left"), ("created", "left")):
             table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
         for d in page.items:
-            table.add_row(d.id, d.filename, d.format, f"{d.row_count:,}", fmt_bytes(d.size_bytes),
-                          ", ".join(c.name for c in d.columns), d.created_at.strftime("%Y-%m-%d %H:%M"))
+            table.add_row(text(d.id), text(d.filename), text(d.format), text(f"{d.row_count:,}"),
+                          text(fmt_bytes(d.size_bytes)), text(", ".join(c.name for c in d.columns)),
+                          text(d.created_at.strftime("%Y-%m-%d %H:%M")))
         console = _console()
         console.print(table)
         if page.total > len(page.items):

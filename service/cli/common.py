@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from service.cli.inert import clean
 from service.settings import Settings
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    """Print ``error: MESSAGE`` (control codes removed: it may quote a server, a database or a user) and return
+    the exit to raise."""
+    typer.secho(f"error: {clean(message, newlines=True)}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
 
 

@@ -1,11 +1,16 @@
 """How the CLI shows a study: value formatting, the status view (progress bars and a trials table), and
-`watch`, which follows a study until it settles (used by `stsweep status --watch`, `submit --watch`, `demo`)."""
+`watch`, which follows a study until it settles (used by `stsweep status --watch`, `submit --watch`, `demo`).
+
+Every text that comes from the server reaches the terminal through service.cli.inert: rich ``Text`` objects (never
+markup strings) with control codes removed."""
 
 from __future__ import annotations
 
 import math
 import time
 from typing import TYPE_CHECKING, Any
+
+from service.cli.inert import clean, text
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -18,7 +23,8 @@ TEST_SCORE_PATIENCE_SECONDS = 120.0
 
 
 def one_line(message: object) -> str:
-    return " ".join(str(message).split()) or "unknown error"
+    """``message`` on one line, control codes removed (service.cli.inert.clean)."""
+    return " ".join(clean(message).split()) or "unknown error"
 
 
 def fmt_value(value: float | None, digits: int = 4) -> str:
@@ -135,18 +141,18 @@ def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: in
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("study", f"{study.id}  {study.name}")
-    head.add_row("status", status_text(study))
+    head.add_row("study", text(f"{study.id}  {study.name}"))
+    head.add_row("status", text(status_text(study)))
     objective = f"{metric_name(study)} ({study.objective.get('direction', 'maximize')})"
-    head.add_row("objective", objective)
+    head.add_row("objective", text(objective))
     best = (f"{fmt_value(study.best.value)} (trial {study.best.trial_number})" if study.best else "-")
-    head.add_row("best", best)
+    head.add_row("best", text(best))
     confirmed = winner_text(study)
     if confirmed is not None:
-        head.add_row("winner", confirmed)
-    head.add_row("baseline", baseline_text(study))
+        head.add_row("winner", text(confirmed))
+    head.add_row("baseline", text(baseline_text(study)))
     if study.test is not None:
-        head.add_row("test", test_text(study))
+        head.add_row("test", text(test_text(study)))
 
     p = study.progress
     bars = Table.grid(padding=(0, 2))
@@ -158,29 +164,29 @@ def render_study(study: StudyPublic, trials: list[TrialPublic], total_trials: in
                        if counts.get(k))
     eta = f"  ETA {eta_text(p)}" if p.eta_seconds else ""
     bars.add_row("trials", ProgressBar(total=max(p.n_trials, 1), completed=p.trials_finished, width=30),
-                 f"{p.trials_finished}/{p.n_trials} finished" + (f" ({detail})" if detail else "") + eta)
+                 text(f"{p.trials_finished}/{p.n_trials} finished" + (f" ({detail})" if detail else "") + eta))
     for r in p.running:
         label = f"trial {r.number}"
         eta_r = f"  ETA {fmt_duration(r.eta_seconds)}" if r.eta_seconds else ""
         if r.planned_examples:
             bars.add_row(label, ProgressBar(total=r.planned_examples, completed=min(r.examples_seen,
                                                                                       r.planned_examples), width=30),
-                         f"{r.examples_seen:,}/{r.planned_examples:,} examples{eta_r}")
+                         text(f"{r.examples_seen:,}/{r.planned_examples:,} examples{eta_r}"))
         else:
-            bars.add_row(label, "", f"{r.examples_seen:,} examples{eta_r}")
+            bars.add_row(label, "", text(f"{r.examples_seen:,} examples{eta_r}"))
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for name, justify in (("#", "right"), ("state", "left"), (metric_name(study), "right"), ("attempts", "right"),
                           ("params", "left"), ("failure", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(text(name), justify=justify)  # type: ignore[arg-type]
     for t in trials:
         state = t.state
         if t.state == "running" and t.planned_examples:
             state = f"running {100 * t.examples_seen / t.planned_examples:.0f}%"
         if t.kind == "confirm":
             state = f"{state} (confirms #{t.confirm_of})"
-        table.add_row(str(t.number), state, fmt_value(t.value), str(t.attempts), params_summary(t.params),
-                      truncate(t.failure_reason, 60))
+        table.add_row(text(t.number), text(state), text(fmt_value(t.value)), text(t.attempts),
+                      text(params_summary(t.params)), text(truncate(t.failure_reason, 60)))
     parts: list[Any] = [head, Text(""), bars, Text("")]
     if trials:
         parts.append(table)
@@ -265,7 +271,7 @@ def watch(api: StsweepClient, study_id: str, *, interval: float, limit: int, con
         while True:
             line = progress_line(state[0])
             if line != last:
-                console.print(line, soft_wrap=True)
+                console.print(text(line), soft_wrap=True)
                 last = line
             if done():
                 break

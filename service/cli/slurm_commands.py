@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import typer
 
 from service.cli.common import fail, load_settings
+from service.cli.inert import clean, text
 from service.settings import Settings
 
 slurm_app = typer.Typer(help="Run workers as a SLURM job array.", no_args_is_help=True)
@@ -276,12 +277,12 @@ def submit(
     if sbatch is None:
         raise fail("sbatch not found on PATH: run this where SLURM's commands are (or --dry-run for the script)", 1)
     for warning in _warnings(settings):
-        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"warning: {clean(warning)}", err=True, fg=typer.colors.YELLOW)
     done = subprocess.run([sbatch, "--parsable"], input=script, text=True, capture_output=True,
                           env=task_environment(settings, dict(os.environ)), check=False)
     if done.returncode != 0:
         raise fail(f"sbatch: {_one_line(done.stderr or done.stdout)}", 1)
-    job_id = done.stdout.strip().split(";")[0]
+    job_id = clean(done.stdout.strip().split(";")[0])
     typer.echo(job_id)
     typer.echo(f"submitted array job {job_id}: {job.workers} worker task(s); `stsweep slurm ls {job_id}` "
                "shows them", err=True)
@@ -326,5 +327,6 @@ def ls(
         table.add_column(column, no_wrap=True)
     for row in sorted(rows, key=order):
         task, state, elapsed, limit, node, reason = (row + [""] * 6)[:6]
-        table.add_row(task, state, elapsed, limit, node or "-", "" if reason == "None" else reason)
+        table.add_row(*(text(cell) for cell in (task, state, elapsed, limit, node or "-",
+                                                "" if reason == "None" else reason)))
     Console(highlight=False).print(table)

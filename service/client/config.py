@@ -8,6 +8,10 @@ Precedence, first found wins, for the URL and the token separately:
    ``~/.config/stsweep/config.toml``;
 4. the URL defaults to ``http://127.0.0.1:8000``; there is no default token.
 
+The limits that protect the client from a broken or hostile server (download cap, timeouts, slowest body; see
+service.client.limits) come from the environment, else the same file, else their defaults; a file that cannot
+be read is ignored for them when the URL and token did not need it.
+
 An empty value counts as unset. The config file is read only when a flag and the environment left something
 unresolved, so a broken file does not get in the way of ``--url``/``--token``. A missing default file is fine;
 a missing ``$STSWEEP_CONFIG`` file is an error (it was asked for by name).
@@ -21,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from service.client.limits import CONFIG_KEYS, ClientLimits, LimitError, resolve_limits
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ENV_URL = "STSWEEP_URL"
@@ -39,6 +45,7 @@ class ClientConfig:
     url_source: str  # "--url", "STSWEEP_URL", "<config path>" or "default"
     token_source: str | None  # None when there is no token
     config_path: Path  # the file that was (or would have been) read
+    limits: ClientLimits = ClientLimits()
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -51,8 +58,9 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_config_file(path: Path, *, required: bool = False) -> dict[str, str]:
-    """The ``url`` / ``token`` keys of a TOML file ({} when the file is absent and not required). Other keys are
-    ignored, so a newer file still works with an older client."""
+    """The ``url`` / ``token`` keys and the limits (service.client.limits.CONFIG_KEYS) of a TOML file, as text
+    ({} when the file is absent and not required). Other keys are ignored, so a newer file still works with an
+    older client."""
     try:
         with path.open("rb") as f:
             data: dict[str, Any] = tomllib.load(f)
@@ -65,12 +73,15 @@ def read_config_file(path: Path, *, required: bool = False) -> dict[str, str]:
     except OSError as exc:
         raise ClientConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     out: dict[str, str] = {}
-    for key in ("url", "token"):
+    for key in ("url", "token", *CONFIG_KEYS):
         value = data.get(key)
         if value is None:
             continue
+        if key in CONFIG_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
-            raise ClientConfigError(f"config file {path}: {key} must be a string")
+            kind = "a string" if key in ("url", "token") else "a number or a string"
+            raise ClientConfigError(f"config file {path}: {key} must be {kind}")
         if value.strip():
             out[key] = value.strip()
     return out
@@ -108,5 +119,16 @@ def resolve(url: str | None = None, token: str | None = None,
         chosen_url, url_source = DEFAULT_URL, "default"
     chosen_token, token_source = pick("token", token, "--token", ENV_TOKEN)
     assert url_source is not None
+
+    def limit_from_file(key: str) -> str | None:
+        try:
+            return from_file(key)
+        except ClientConfigError:  # url and token did not need the file (or it failed above already)
+            return None
+
+    try:
+        limits = resolve_limits(env, limit_from_file, str(path))
+    except LimitError as exc:
+        raise ClientConfigError(str(exc)) from None
     return ClientConfig(url=_check_url(chosen_url, url_source), token=chosen_token, url_source=url_source,
-                        token_source=token_source, config_path=path)
+                        token_source=token_source, config_path=path, limits=limits)

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from service.cli.inert import markup
 from service.cli.render import watch
 from service.client.http import StsweepClient
 from service.core.schemas import StudyPublic
@@ -83,11 +84,13 @@ def run_demo(settings: Settings, *, host: str, port: int, trials: int, out: Path
                                    test if not bundled else folder / "test.jsonl",
                                    (0.0, 1.0) if bundled else score_range, max_train_samples)
             study = client.create_study(demo_study(data, trials, every_n_examples))
-            console.print(f"study [bold]{study.id}[/bold]: {trials} trials of {study.spec and study.spec['base_model']}")
+            console.print(f"study [bold]{markup(study.id)}[/bold]: {trials} trials of "
+                          f"{markup(study.spec and study.spec['base_model'])}")
             watch(client, study.id, interval=1.0, limit=10, console=console)
             final = client.get_study(study.id)
             if final.status != "completed" or final.best is None:
-                console.print(f"[red]study ended {final.status}: {final.status_reason or 'no trial completed'}")
+                console.print(f"[red]study ended {markup(final.status)}: "
+                              f"{markup(final.status_reason or 'no trial completed')}")
                 return 1
             folder = client.pull(study.id, out)
     report(final, folder, console)
@@ -97,10 +100,10 @@ def run_demo(settings: Settings, *, host: str, port: int, trials: int, out: Path
 def report(study: StudyPublic, folder: Path, console: Console) -> None:
     assert study.best is not None
     baseline = study.baseline.value if study.baseline else None
-    console.print(f"best trial #{study.best.trial_number}: {study.objective['metric']} "
+    console.print(f"best trial #{study.best.trial_number}: {markup(study.objective['metric'])} "
                   f"[bold green]{study.best.value:.4f}[/bold green]"
                   + (f" vs baseline {baseline:.4f} ({study.best.value - baseline:+.4f})" if baseline else ""))
     if study.test is not None:
-        console.print(f"test split ({study.test.metric}): {study.test.value:.4f}")
-    console.print(f"params: {study.best.params}")
-    console.print(f"model saved in [bold]{folder}[/bold]: SentenceTransformer({str(folder)!r})")
+        console.print(f"test split ({markup(study.test.metric)}): {study.test.value:.4f}")
+    console.print(f"params: {markup(study.best.params)}")
+    console.print(f"model saved in [bold]{markup(folder)}[/bold]: SentenceTransformer({markup(repr(str(folder)))})")
