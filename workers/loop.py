@@ -30,7 +30,8 @@ from service.context import Context
 from service.core.errors import LeaseLost, StsweepError
 from service.core.scheduler import SchedulerJob
 from service.core.spec import StudySpec
-from service.store import baseline_job, optuna_bridge, queue, results, retention, studies
+from service.store import (baseline_job, optuna_bridge, quarantine, queue, results, retention, studies,
+                           study_check)
 from service.store.reaper import Maintenance
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
@@ -45,12 +46,17 @@ from workers.training import train_trial
 
 log = logging.getLogger("stsweep.worker")
 
-Ending = Literal["complete", "pruned", "failed", "released", "fault", "lost"]
+Ending = Literal["complete", "pruned", "failed", "released", "fault", "lost", "quarantined"]
 TELL_RETRY_SECONDS = 60.0  # past this, the reconciler tells Optuna what our tables already hold
 
 
 class TrainingDiverged(StsweepError):
     """A trial whose kept model scores NaN or infinity: a failure, never a result."""
+
+
+class StudyQuarantined(StsweepError):
+    """The study this worker was about to work on could not be loaded (its spec no longer validates, its
+    sampler or pruner cannot be built): it was quarantined, and the worker moves on."""
 
 
 @dataclass
@@ -97,6 +103,10 @@ class Worker:
                                                   self.ctx.settings.lease_seconds, stop=self.signals.requested)
                 except GaveUp:
                     break
+                except Exception as exc:  # noqa: BLE001 - studies at fault are quarantined by the claim itself
+                    log.error("claim failed: %s: %s", type(exc).__name__, exc)
+                    self.signals.requested.wait(self.ctx.settings.poll_seconds)
+                    continue
                 if claimed is None:
                     if self.score_test_split() or self.compute_baseline():
                         idle_since = time.monotonic()
@@ -165,6 +175,8 @@ class Worker:
             return self.conclude(claim, state, trial, outcome, hooks)
         except LeaseLost:
             return self.lease_lost(claim, label)
+        except StudyQuarantined:
+            return "quarantined"  # its trials were ended with it, this one included
         except Exception as exc:  # noqa: BLE001 - a fault in one trial is data, not the end of the worker
             reason = transient(exc)
             if reason is not None:
@@ -180,9 +192,17 @@ class Worker:
         self.current = None
         free_memory()
         db, stop = self.faults.db, self.signals.requested
-        spec, optuna_name, _status = db.call("load study", studies.load_spec, self.ctx.sessions, study_id, stop=stop)
-        optuna_study = db.call("Optuna study", lambda: optuna_bridge.load_study(self.ctx.optuna_storage,
-                                                                                   optuna_name, spec), stop=stop)
+        try:
+            spec, optuna_name, _status = db.call("load study", studies.load_spec, self.ctx.sessions, study_id,
+                                                 stop=stop)
+            study_check.check_buildable(spec)
+            optuna_study = db.call("Optuna study", lambda: optuna_bridge.load_study(self.ctx.optuna_storage,
+                                                                                       optuna_name, spec), stop=stop)
+        except Exception as exc:
+            if transient(exc) is not None or not quarantine.is_poison(exc):
+                raise
+            db.call("quarantine", quarantine.quarantine, self.ctx.sessions, study_id, "load study", exc, stop=stop)
+            raise StudyQuarantined(quarantine.describe("load study", exc)) from exc
         prepared = prepare(spec, self.resolve, self.device, self.ctx.settings.read_limits(),
                            self.ctx.settings.models_root)
         self.current = WarmStudy(study_id, spec, optuna_study, prepared)
@@ -217,11 +237,16 @@ class Worker:
         except StsweepError as exc:
             log.warning("%s: %s", what, exc.message)
             return False
+        except Exception as exc:  # noqa: BLE001 - never the end of the worker
+            log.error("%s: cannot take a job: %s: %s", what, type(exc).__name__, exc)
+            return False
         if not ok or job is None:
             return False
         self.heartbeat.watch_job(job)
         try:
             work(job)
+        except StudyQuarantined:
+            pass  # the study failed, its job with it
         except Exception as exc:  # noqa: BLE001 - the job is taken again once its lease runs out
             log.warning("study %s: %s not done (%s); it will be retried", job.study_id, what,
                         transient(exc) or f"{type(exc).__name__}: {exc}")
@@ -366,6 +391,10 @@ class Worker:
             return self.lease_lost(claim, label)
         except GaveUp:
             log.error("trial %s: could not record the failure (the database is down); the lease will expire", label)
+            return "lost"
+        except Exception as exc:  # noqa: BLE001 - never the end of the worker: the reaper takes the trial back
+            log.error("trial %s: could not record the failure (%s: %s); the lease will expire", label,
+                      type(exc).__name__, exc)
             return "lost"
         if trial is not None and self.current is not None:
             study = self.current.optuna_study

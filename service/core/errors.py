@@ -50,3 +50,8 @@ class LeaseLost(StsweepError):
 
 class UnsafeArchive(StsweepError):
     """An archive member would escape the destination (absolute path, `..`, outside link)."""
+
+
+class CorruptStudy(Conflict):
+    """A stored study row holds what no valid study can (written by hand, or by an older version): the study is
+    quarantined (failed, with the reason), never run."""

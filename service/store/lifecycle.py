@@ -1,7 +1,8 @@
 """The study state machine, in one place: queued -> running (first claim) -> completed | failed (settled when
 no trial can run any more; a study with `confirm` first gets its confirm runs), paused / stopped / resumed by
 the user, paused after a streak of identical failures, extended with more trials (a stopped or completed study
-runs again). Every transition locks the study row first."""
+runs again). Every transition locks the study row first. A request whose study row turns out to be corrupt
+quarantines the study (service/store/quarantine.py) and answers a Conflict, never an internal error."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.errors import Conflict, InvalidInput, NotFound
-from service.store import confirm
+from service.store import confirm, quarantine, study_check
 from service.store.db import session_scope
-from service.store.study_sql import TIMED_OUT_SQL
+from service.store.study_sql import CHECKED_COLUMNS, TIMED_OUT_SQL
 from service.store.winner import winner_run_number
 
 ACTIVE_STUDY = "('queued', 'running')"
@@ -122,6 +123,10 @@ _TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 def change_status(factory: sessionmaker[Session], study_id: str, action: Action) -> str:
     """Pause: no new trials start, running ones finish. Stop: running trials are interrupted at their next
     step and given back to the queue with their checkpoint, so a later resume loses nothing. Resume: both."""
+    return quarantine.guarded(factory, study_id, action, _change_status, factory, study_id, action)
+
+
+def _change_status(factory: sessionmaker[Session], study_id: str, action: Action) -> str:
     allowed, target = _TRANSITIONS[action]
     with session_scope(factory) as s:
         row = s.execute(text("SELECT status, started_at FROM studies WHERE id = :id FOR UPDATE"),
@@ -146,14 +151,19 @@ def extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: in
     """Add `n_trials` search slots after the study's last trial and raise its budget; the Optuna study and its
     history stay. A stopped or completed study runs again (and completes again, with new confirm runs for new
     top configurations); a paused one stays paused. Returns the status afterwards. Not idempotent: each call
-    adds its slots."""
+    adds its slots. A study whose row is corrupt (study_check.py) is quarantined: a Conflict."""
+    return quarantine.guarded(factory, study_id, "extend", _extend, factory, study_id, n_trials, cap)
+
+
+def _extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: int) -> str:
     with session_scope(factory) as s:
-        row = s.execute(text(f"""SELECT status, started_at, n_trials, {TIMED_OUT_SQL} AS timed_out
+        row = s.execute(text(f"""SELECT {CHECKED_COLUMNS}, status, started_at, spec, {TIMED_OUT_SQL} AS timed_out
                                  FROM studies WHERE id = :id FOR UPDATE"""), {"id": study_id}).first()
         if row is None:
             raise NotFound(f"study {study_id} not found", field="study_id")
         if row.status not in EXTENDABLE:
             raise Conflict(f"cannot extend a study that is {row.status}", field="status")
+        study_check.check_row(row)
         if row.n_trials + n_trials > cap:
             raise InvalidInput(f"the study has {row.n_trials} trials; {n_trials} more would pass the cap of {cap}",
                                field="n_trials")

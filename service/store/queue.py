@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import baseline_job, lifecycle
+from service.store import baseline_job, lifecycle, quarantine, study_check
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
-from service.core.errors import LeaseLost
+from service.core.errors import CorruptStudy, LeaseLost
 from service.core.scheduler import SchedulerJob
 from service.store.ranking import RANK_KEY_SQL
-from service.store.study_sql import TIMED_OUT_SQL
+from service.store.study_sql import CHECKED_COLUMNS, COLUMNS_OK_SQL, TIMED_OUT_SQL
 
 @dataclass(frozen=True)
 class Lease:
@@ -78,12 +79,13 @@ def create_slots(session: Session, study_id: str, n_trials: int) -> None:
 
 # ------------------------------------------------------------------ claiming
 
+# Never raises whatever a row holds (study_sql.py): a study whose columns are unusable passes (its timeout
+# counts as not passed) and is quarantined by the claim, which checks the row it locked (study_check.py).
 _LOCK_NEXT_STUDY = text(f"""
-    SELECT id, max_concurrent_trials FROM studies
+    SELECT {CHECKED_COLUMNS}, spec FROM studies
     WHERE status IN {ACTIVE_STUDY}
       AND id <> ALL(:tried)
-      AND (timeout_seconds IS NULL OR started_at IS NULL
-           OR now() < started_at + make_interval(secs => timeout_seconds))
+      AND NOT {TIMED_OUT_SQL}
       AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')
       AND (SELECT count(*) FROM trials r WHERE r.study_id = studies.id AND r.state = 'running')
           < max_concurrent_trials
@@ -135,7 +137,9 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
 
     Studies at their concurrency cap are skipped by the query itself, so however many there are, every study
     with room is reached; a study passed over is only one whose slots another claim took in the meantime.
-    Safe to retry after a lost connection: a claim that committed unseen is found again (`_RECLAIM_OWN`)."""
+    Safe to retry after a lost connection: a claim that committed unseen is found again (`_RECLAIM_OWN`).
+    A study whose row is corrupt, or whose claim fails for a reason that is not transient, is quarantined
+    (service/store/quarantine.py) and the claim goes on with the next study."""
     with session_scope(factory) as s:
         if worker_id is not None:
             token = uuid.uuid4()
@@ -148,21 +152,31 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
             row = s.execute(_LOCK_NEXT_STUDY, {"tried": tried}).first()
             if row is None:
                 return None
-            study_id, max_concurrent = row
-            token = uuid.uuid4()
-            got = s.execute(
-                _CLAIM_IN_STUDY,
-                {"sid": study_id, "max_concurrent": max_concurrent, "token": token,
-                 "worker_id": worker_id, "lease_seconds": lease_seconds},
-            ).first()
-            if got is None:
-                tried.append(study_id)
+            tried.append(row.id)
+            try:
+                study_check.check_row(row)
+            except CorruptStudy as exc:
+                quarantine.mark(s, row.id, "claim", exc)
                 continue
-            lifecycle.mark_started(s, study_id)
-            if worker_id is not None:
-                s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
-                          {"tid": got.id, "w": worker_id})
-            return _claim(got, token), study_id
+            token = uuid.uuid4()
+            _, got = quarantine.isolated(s, row.id, "claim", _claim_in_study, s, row.id, row.max_concurrent_trials,
+                                         token, worker_id, lease_seconds)
+            if got is not None:
+                return _claim(got, token), row.id
+
+
+def _claim_in_study(s: Session, study_id: str, max_concurrent: int, token: uuid.UUID, worker_id: int | None,
+                    lease_seconds: float) -> Any:
+    """The study's next queued slot, claimed (its row locked already), or None when another claim took them."""
+    got = s.execute(_CLAIM_IN_STUDY, {"sid": study_id, "max_concurrent": max_concurrent, "token": token,
+                                      "worker_id": worker_id, "lease_seconds": lease_seconds}).first()
+    if got is None:
+        return None
+    lifecycle.mark_started(s, study_id)
+    if worker_id is not None:
+        s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
+                  {"tid": got.id, "w": worker_id})
+    return got
 
 
 def _claim(got: Any, token: uuid.UUID) -> Claim:
@@ -187,6 +201,14 @@ def _history(event: str = ":event", fault: str = ":fault") -> str:
     return (f"history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at', now(), "
             f"'worker_id', worker_id, 'event', CAST({event} AS text), 'fault', CAST({fault} AS text), "
             f"'examples_seen', examples_seen, 'resume_examples', resume_examples))")
+
+
+def _text(value: str | None) -> str | None:
+    """A reason or event as PostgreSQL text can hold it (an exception's message may carry a NUL or a lone
+    surrogate, which would make the write itself fail)."""
+    if value is None:
+        return None
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _lost(lease: Lease) -> LeaseLost:
@@ -297,7 +319,7 @@ def release(factory: sessionmaker[Session], lease: Lease, event: str = "given ba
                          fault_count = fault_count + CASE WHEN CAST(:fault AS text) IS NULL THEN 0 ELSE 1 END,
                          {_history()}
                      WHERE {_GUARD} RETURNING id, worker_id"""),
-            {"tid": lease.trial_id, "token": lease.token, "event": event, "fault": fault},
+            {"tid": lease.trial_id, "token": lease.token, "event": _text(event), "fault": _text(fault)},
         ).first()
         if row is not None and row.worker_id is not None:
             s.execute(text("UPDATE workers SET current_trial_id = NULL, status = 'idle' WHERE id = :w"),
@@ -314,7 +336,7 @@ def note(factory: sessionmaker[Session], trial_id: int, attempt: int, worker_id:
                               'attempt', CAST(:attempt AS int), 'at', now(), 'worker_id', CAST(:w AS int),
                               'event', CAST(:event AS text), 'fault', CAST(:fault AS text)))
                           WHERE id = :tid"""),
-                  {"tid": trial_id, "attempt": attempt, "w": worker_id, "event": event, "fault": fault})
+                  {"tid": trial_id, "attempt": attempt, "w": worker_id, "event": _text(event), "fault": _text(fault)})
 
 
 def history(factory: sessionmaker[Session], trial_id: int) -> list[dict[str, Any]]:
@@ -354,7 +376,7 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
                      WHERE {_GUARD} RETURNING study_id, worker_id"""),
             {"tid": lease.trial_id, "token": lease.token, "state": result.state, "value": result.value,
              "metrics": json.dumps(result.metrics) if result.metrics is not None else None,
-             "reason": result.failure_reason, "ck": result.checkpoint_key, "csha": result.checkpoint_sha256,
+             "reason": _text(result.failure_reason), "ck": result.checkpoint_key, "csha": result.checkpoint_sha256,
              "cbytes": result.checkpoint_bytes, "examples": result.examples_seen},
         ).first()
         if row is None:
@@ -364,16 +386,30 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
                               "ck": result.checkpoint_key}).first()
             if done is None:
                 raise _lost(lease)
-            return lifecycle.settle_study(s, done.study_id)  # this very finish, retried: already recorded
+            return _settle_after(s, done.study_id, None)  # this very finish, retried: already recorded
         study_id, worker_id = row
         if worker_id is not None:
             s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
                            "status = 'idle' WHERE id = :w"), {"w": worker_id})
-        lifecycle.track_failures(s, study_id, result.state, result.failure_reason, pause_after_streak)
+        return _settle_after(s, study_id, lambda: lifecycle.track_failures(
+            s, study_id, result.state, _text(result.failure_reason), pause_after_streak), lease.trial_id)
+
+
+def _settle_after(s: Session, study_id: str, track: Callable[[], None] | None, trial_id: int | None = None) -> str:
+    """Settle the study after one of its trials ended, in a savepoint: a study whose settling fails for a reason
+    that is not transient is quarantined, and the trial's own ending is kept. Returns the study's status."""
+
+    def settle() -> str:
+        if track is not None:
+            track()
         status = lifecycle.settle_study(s, study_id)
         # After the study row is locked (settle_study): a baseline recorded meanwhile is seen (baseline_job.py).
-        baseline_job.mark_trial(s, lease.trial_id)
+        if trial_id is not None:
+            baseline_job.mark_trial(s, trial_id)
         return status
+
+    ok, status = quarantine.isolated(s, study_id, "settle", settle)
+    return status if ok and status is not None else "failed"
 
 
 # ------------------------------------------------------------------ the reaper
@@ -381,7 +417,9 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
 
 def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
     """Trials whose lease expired go back to the queue as the next attempt (same parameters), or fail once
-    the study's max_attempts are used up. Studies whose timeout passed are settled."""
+    the study's max_attempts are used up. Studies whose timeout passed are settled. Each study is settled in a
+    savepoint: one whose row is corrupt (or whose settling fails for a reason that is not transient) is
+    quarantined, and the others are reaped and settled all the same."""
     with session_scope(factory) as s:
         rows = s.execute(text(f"""
             WITH expired AS (
@@ -404,12 +442,19 @@ def reap_expired(factory: sessionmaker[Session]) -> list[Reaped]:
         """)).all()
         s.execute(text("UPDATE workers SET current_trial_id = NULL, status = 'lost' "
                        "WHERE current_trial_id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+        # Active studies whose row holds what no study can are quarantined (even one no claim reaches).
+        for bad in s.execute(text(f"SELECT {CHECKED_COLUMNS} FROM studies WHERE status IN {ACTIVE_STUDY} "
+                                  f"AND NOT {COLUMNS_OK_SQL} FOR UPDATE SKIP LOCKED")).all():
+            try:
+                study_check.check_columns(bad)
+            except CorruptStudy as exc:
+                quarantine.mark(s, bad.id, "reap", exc)
         studies = {r.study_id for r in rows}
         studies |= set(s.execute(text(f"""
             SELECT id FROM studies WHERE status IN {ACTIVE_STUDY} AND {TIMED_OUT_SQL}
         """)).scalars())
-        for study_id in studies:
-            lifecycle.settle_study(s, study_id)
+        for study_id in sorted(studies):
+            quarantine.isolated(s, study_id, "reap", lifecycle.settle_study, s, study_id)
     return [Reaped(r.id, r.study_id, r.number, r.state, r.optuna_trial_id) for r in rows]
 
 

@@ -15,7 +15,8 @@ rows second, so a trial created meanwhile is simply left for the next round:
   attempt's upload) is deleted, and what a dead worker left undone (retention, resumable checkpoints of ended
   trials) is done.
 
-Only one process reconciles at a time (a PostgreSQL advisory lock); every repair is idempotent.
+Only one process reconciles at a time (a PostgreSQL advisory lock); every repair is idempotent. A study whose
+repair fails for a reason that is not transient is quarantined (service/store/quarantine.py); the round goes on.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ from sqlalchemy import text
 
 from service.context import Context
 from service.core.errors import StorageError
-from service.store import optuna_bridge, queue, retention
+from service.store import optuna_bridge, quarantine, queue, retention
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
+from service.store.study_sql import json_int
 
 log = logging.getLogger("stsweep.reconcile")
 
 LOCK_NAME = "stsweep-reconcile"
 RECENT = "interval '1 day'"  # finished studies are checked this long after they finish
+# Read across every study at once: never a cast error, whatever a row holds (a spec that no longer validates
+# is quarantined by the claim, service/store/study_check.py).
+KEEP_TOP_K_SQL = json_int("spec->'keep_top_k'", "3")
 
 
 @dataclass
@@ -95,14 +100,19 @@ def reconcile(ctx: Context, *, orphan_grace_seconds: float | None = None, collec
             repairs.locked_out = True
             return repairs
         for study in _studies(ctx):
-            reconcile_study(ctx, study.id, repairs, grace=grace, collect_objects=collect_objects)
+            try:
+                reconcile_study(ctx, study.id, repairs, grace=grace, collect_objects=collect_objects)
+            except Exception as exc:  # noqa: BLE001 - one study's fault is quarantined, the round goes on
+                if not quarantine.is_poison(exc):
+                    raise
+                quarantine.quarantine(ctx.sessions, study.id, "reconcile", exc)
     return repairs
 
 
 def _studies(ctx: Context) -> list[_Study]:
     with session_scope(ctx.sessions) as s:
         rows = s.execute(text(f"""
-            SELECT id, optuna_study_name, status, coalesce((spec->>'keep_top_k')::int, 3) AS keep_top_k
+            SELECT id, optuna_study_name, status, {KEEP_TOP_K_SQL} AS keep_top_k
             FROM studies
             WHERE status IN {ACTIVE_STUDY} OR status IN ('paused', 'stopped')
                OR finished_at > now() - {RECENT}
@@ -113,7 +123,7 @@ def _studies(ctx: Context) -> list[_Study]:
 
 def _study(ctx: Context, study_id: str) -> _Study | None:
     with session_scope(ctx.sessions) as s:
-        r = s.execute(text("SELECT id, optuna_study_name, status, coalesce((spec->>'keep_top_k')::int, 3) AS k "
+        r = s.execute(text(f"SELECT id, optuna_study_name, status, {KEEP_TOP_K_SQL} AS k "
                            "FROM studies WHERE id = :id"), {"id": study_id}).first()
     return _Study(r.id, r.optuna_study_name, r.status, r.k) if r else None
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.db import session_scope
+from service.store.study_sql import json_number
 from service.store.winner import winner_run_sql
 
 
@@ -31,8 +32,9 @@ class ScoreJob:
 
 
 # A study has a test split when it names one, or splits one source with a test fraction.
-_HAS_TEST = ("(jsonb_typeof(spec->'data'->'test') = 'object' "
-             "OR coalesce((spec->'data'->'split'->>'test_fraction')::float8, 0) > 0)")
+# Read across every completed study at once: never a cast error, whatever a row holds.
+_TEST_FRACTION = json_number("spec->'data'->'split'->'test_fraction'")
+_HAS_TEST = f"(jsonb_typeof(spec->'data'->'test') = 'object' OR coalesce({_TEST_FRACTION}, 0) > 0)"
 MAX_TEST_ATTEMPTS = 5
 # No score yet, or one of an earlier winner.
 _WAITING = "(test_value IS NULL OR test_rescore)"

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from service.context import Context
 from service.store.db import session_scope
 from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
+from service.store.study_sql import json_int
 from service.store.winner import PROTECTED_RUNS_SQL
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -37,6 +38,10 @@ def attempt_of(study_id: str, key: str) -> tuple[int, str] | None:
     return int(parts[3]), parts[4]
 
 
+# Never a cast error, whatever the study row holds.
+_CONFIRM_TOP_K = json_int("spec->'confirm'->'top_k'", "0")
+
+
 def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
     """Drop the final checkpoints of complete trials outside the top k (with `confirm`, the top
     max(k, confirm.top_k), so the configurations to be confirmed keep theirs), never the best run of a
@@ -49,7 +54,7 @@ def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
             ), protected AS ({PROTECTED_RUNS_SQL}
             ), dropped AS (
                 SELECT t.id, t.checkpoint_key FROM trials t JOIN ranked r ON r.id = t.id
-                WHERE r.rank > greatest(:k, (SELECT coalesce((spec->'confirm'->>'top_k')::int, 0) FROM studies
+                WHERE r.rank > greatest(:k, (SELECT {_CONFIRM_TOP_K} FROM studies
                                              WHERE id = :sid))
                   AND t.checkpoint_key IS NOT NULL AND t.id NOT IN (SELECT id FROM protected)
                 FOR UPDATE OF t

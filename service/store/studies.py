@@ -4,6 +4,7 @@ Optuna's `get_trials`), and the pause / resume / stop / delete state changes."""
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import secrets
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import queue, winner
+from service.store import queue, study_check, winner
 from service.store.baseline_job import MAX_BASELINE_ATTEMPTS
 from service.store.db import session_scope
 from service.core.errors import Conflict, NotFound
@@ -99,7 +100,9 @@ _STUDY_COLUMNS = """id, name, status, status_reason, spec, created_at, started_a
     coalesce(baseline_lease_expires_at > now(), false) AS baseline_leased,
     test_metric, test_value, test_trial_number, test_rescore,
     optuna_study_name, timeout_seconds,
-    extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS elapsed"""
+    CASE WHEN isfinite(started_at) AND isfinite(coalesce(finished_at, now()))
+         THEN extract(epoch FROM coalesce(finished_at, now())) - extract(epoch FROM started_at) END AS elapsed"""
+# (Epoch arithmetic, not an interval: a row holding an extreme time still reads, see study_sql.py.)
 
 
 def _baseline(r: Any) -> Baseline | None:
@@ -115,13 +118,13 @@ def _baseline(r: Any) -> Baseline | None:
 
 
 def load_spec(factory: sessionmaker[Session], study_id: str) -> tuple[StudySpec, str, str]:
-    """(spec, optuna study name, status)."""
+    """(spec, optuna study name, status); CorruptStudy when the stored spec no longer validates."""
     with session_scope(factory) as s:
         row = s.execute(text("SELECT spec, optuna_study_name, status FROM studies WHERE id = :id"),
                         {"id": study_id}).first()
     if row is None:
         raise NotFound(f"study {study_id} not found", field="study_id")
-    return StudySpec.model_validate(row.spec), row.optuna_study_name, row.status
+    return study_check.parse_spec(row.spec), row.optuna_study_name, row.status
 
 
 def get_study(factory: sessionmaker[Session], study_id: str, *, with_spec: bool = True) -> StudyPublic:
@@ -175,7 +178,7 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
             WHERE st.id = ANY(:ids)
         """), {"ids": ids}):
         best[b.study_id] = BestTrial(trial_number=b.number, value=b.value, params=b.params)
-    won = winner.winners(s, ids, best, {r.id for r in rows if r.spec.get("confirm")})
+    won = winner.winners(s, ids, best, {r.id for r in rows if _spec_of(r).get("confirm")})
     running: dict[str, list[RunningTrial]] = {i: [] for i in ids}
     for r in s.execute(text("SELECT study_id, number, examples_seen, planned_examples, eta_seconds FROM trials "
                             "WHERE study_id = ANY(:ids) AND state = 'running' ORDER BY number"), {"ids": ids}):
@@ -193,11 +196,27 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
             test=TestScore(metric=r.test_metric, value=r.test_value, trial_number=r.test_trial_number,
                            rescoring=r.test_rescore) if r.test_value is not None else None,
             progress=_progress(r, finished, budget, running[r.id], examples[r.id]),
-            objective={"metric": r.spec.get("objective", {}).get("metric"), "direction": r.direction},
+            objective={"metric": _objective_metric(r), "direction": r.direction},
             checkpoint_bytes=int(ckpt_bytes.get(r.id, 0)),
-            spec=r.spec if with_spec else None,
+            spec=_spec_of(r) if with_spec else None,
         ))
     return out
+
+
+def _spec_of(r: Any) -> dict[str, Any]:
+    """The stored spec, read defensively: a row written by hand may hold any JSON (such a study is quarantined
+    when anything tries to run it, service/store/quarantine.py), and reading it must still answer."""
+    return r.spec if isinstance(r.spec, dict) else {}
+
+
+def _objective_metric(r: Any) -> str | None:
+    objective = _spec_of(r).get("objective")
+    metric = objective.get("metric") if isinstance(objective, dict) else None
+    return metric if isinstance(metric, str) else None
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial], examples: ExampleTotals
@@ -205,11 +224,12 @@ def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial], e
     budget = max(budget, 1)
     partial = sum(min(1.0, t.examples_seen / t.planned_examples) for t in running if t.planned_examples)
     fraction = min(1.0, (finished + partial) / budget) if r.status != "completed" else 1.0
-    elapsed = float(r.elapsed) if r.elapsed is not None else None
+    elapsed = _finite(float(r.elapsed)) if r.elapsed is not None else None
     eta, bound = None, None
     if r.status in ("running", "queued"):
         eta, bound = estimate(elapsed=elapsed, fraction=fraction, slots_left=max(0, budget - finished - len(running)),
-                              running=running, totals=examples, timeout_seconds=r.timeout_seconds)
+                              running=running, totals=examples,
+                              timeout_seconds=_finite(r.timeout_seconds))
     return Progress(trials_finished=finished, n_trials=budget, fraction=round(fraction, 4), running=running,
                     elapsed_seconds=elapsed, eta_seconds=eta, eta_bound=bound)
 
