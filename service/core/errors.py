@@ -50,3 +50,7 @@ class LeaseLost(StsweepError):
 
 class UnsafeArchive(StsweepError):
     """An archive member would escape the destination (absolute path, `..`, outside link)."""
+
+
+class RequestTimeout(StsweepError):
+    """The client stopped sending its request body for longer than the server waits (HTTP 408)."""
