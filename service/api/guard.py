@@ -198,9 +198,11 @@ def _draining(send: Send, body: MeteredBody) -> Send:
 
 
 def _templates(scope: Scope) -> list[str]:
-    """The path templates of the app's routes (Starlette puts the app in the scope before any middleware)."""
+    """The path templates of the app's documented operations (FastAPI puts itself in the scope before any
+    middleware runs, and builds its OpenAPI document once)."""
     app = scope.get("app")
-    return [route.path for route in getattr(app, "routes", []) if isinstance(getattr(route, "path", None), str)]
+    openapi = getattr(app, "openapi", None)
+    return list(openapi().get("paths", {})) if callable(openapi) else []
 
 
 def invalid_input(field: str, message: str) -> tuple[Message, Message]:

@@ -56,8 +56,6 @@ def check_request(path: str, raw_path: bytes, query_string: bytes, headers: Iter
 
 
 def _check_path(path: str, raw_path: bytes, templates: list[str]) -> OutOfBounds | None:
-    if len(raw_path) > MAX_PATH_BYTES or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        return OutOfBounds(414, "path", f"the path is {len(raw_path):,} bytes long; the limit is {MAX_PATH_BYTES:,}")
     segments = path.split("/")
     for index, segment in enumerate(segments):
         size = len(segment.encode("utf-8", "surrogatepass"))
@@ -65,6 +63,8 @@ def _check_path(path: str, raw_path: bytes, templates: list[str]) -> OutOfBounds
             name = _segment_name(segments, index, templates)
             return OutOfBounds(414, name, f"{name} is {size:,} bytes long; the limit for one path segment is "
                                           f"{MAX_SEGMENT_BYTES:,}")
+    if len(raw_path) > MAX_PATH_BYTES or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return OutOfBounds(414, "path", f"the path is {len(raw_path):,} bytes long; the limit is {MAX_PATH_BYTES:,}")
     return None
 
 
