@@ -89,3 +89,23 @@ def chunked(payload: bytes, size: int = 65536) -> bytes:
     """`payload` in Transfer-Encoding: chunked framing."""
     out = [b"%x\r\n%s\r\n" % (len(payload[i:i + size]), payload[i:i + size]) for i in range(0, len(payload), size)]
     return b"".join(out) + b"0\r\n\r\n"
+
+
+def exchange(server: Served, head: bytes, body: bytes = b"", deadline: float = 30.0) -> tuple[bytes, list[OSError]]:
+    """Send `head` + `body` from a writer thread (as a client that keeps writing does) while reading the answer:
+    (the answer, the errors the writer met: a reset while it was still writing)."""
+    import threading
+
+    failures: list[OSError] = []
+    with server.connect(timeout=deadline) as sock:
+        def write() -> None:
+            try:
+                sock.sendall(head + body)
+            except OSError as exc:
+                failures.append(exc)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        answer = read_answer(sock, deadline)
+        writer.join(deadline)
+    return answer, failures
