@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.api.guard import MULTIPART_ALLOWANCE
-from tests.rawhttp import Served, chunked, read_answer, served, status_of
+from tests.rawhttp import Served, chunked, exchange, read_answer, served, status_of
 from tests.studyspecs import contract_study
 
 UPLOAD_LIMIT = 64 * 1024
@@ -48,19 +46,7 @@ def _post(server: Served, path: str, content_type: bytes, body: bytes, *, chunk:
     framing = b"Transfer-Encoding: chunked\r\n" if chunk else b"Content-Length: %d\r\n" % len(body)
     head = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + server.auth() + b"Content-Type: "
             + content_type + b"\r\n" + framing + b"\r\n")
-    payload = head + (chunked(body) if chunk else body)
-    failures: list[BaseException] = []
-    with server.connect() as sock:
-        def write() -> None:
-            try:
-                sock.sendall(payload)
-            except OSError as exc:
-                failures.append(exc)
-
-        writer = threading.Thread(target=write)
-        writer.start()
-        answer = read_answer(sock)
-        writer.join(30)
+    answer, failures = exchange(server, head, chunked(body) if chunk else body)
     assert not failures, f"the client was cut off while writing: {failures}"
     return status_of(answer)
 

@@ -80,7 +80,7 @@ class RequestGuard:
         body = self._metered(scope, receive, upload=path in UPLOAD_PATHS)
         send = _draining(self._with_headers(send, DOCS_CSP if path in DOCS_PATHS else CSP), body)
         out_of_bounds = check_request(path, scope.get("raw_path") or path.encode(), scope.get("query_string", b""),
-                                      scope.get("headers", []), _templates(scope))
+                                      scope.get("headers", []), lambda: _templates(scope))
         if out_of_bounds is not None:
             code = {400: "bad_request", 414: "uri_too_long", 431: "header_too_large"}[out_of_bounds.status]
             await self._answer(send, refused(out_of_bounds.status, code, out_of_bounds.field, out_of_bounds.message))
@@ -101,7 +101,8 @@ class RequestGuard:
             await self.app(scope, replay, send)
 
     def _metered(self, scope: Scope, receive: Receive, *, upload: bool) -> MeteredBody:
-        limit, setting = ((self.max_upload, "STSWEEP_MAX_UPLOAD_BYTES plus 1 MiB of multipart framing") if upload
+        framing = f"STSWEEP_MAX_UPLOAD_BYTES plus {MULTIPART_ALLOWANCE} bytes of multipart framing"
+        limit, setting = ((self.max_upload, framing) if upload
                           else (self.max_body, "STSWEEP_MAX_JSON_BODY_BYTES"))
         return MeteredBody(receive, limit=limit, setting=setting, idle_seconds=self.body_timeout,
                            declared=_content_length(scope), chunked=_header(scope, b"transfer-encoding") is not None)

@@ -13,7 +13,7 @@ uvicorn's h11 parser already refuses a request line plus headers over 16 KiB wit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -48,19 +48,19 @@ class OutOfBounds:
 
 
 def check_request(path: str, raw_path: bytes, query_string: bytes, headers: Iterable[tuple[bytes, bytes]],
-                  templates: Iterable[str] = ()) -> OutOfBounds | None:
-    """The first part of the request over its bound, or None. `templates` are the routes' path templates
-    (``/v1/tokens/{token_id}``), to name a path segment after its parameter."""
-    return (_check_headers(list(headers)) or _check_path(path, raw_path, list(templates))
+                  templates: Callable[[], Iterable[str]] = tuple) -> OutOfBounds | None:
+    """The first part of the request over its bound, or None. `templates` gives the routes' path templates
+    (``/v1/tokens/{token_id}``), to name a path segment after its parameter (asked only then)."""
+    return (_check_headers(list(headers)) or _check_path(path, raw_path, templates)
             or _check_query(query_string))
 
 
-def _check_path(path: str, raw_path: bytes, templates: list[str]) -> OutOfBounds | None:
+def _check_path(path: str, raw_path: bytes, templates: Callable[[], Iterable[str]]) -> OutOfBounds | None:
     segments = path.split("/")
     for index, segment in enumerate(segments):
         size = len(segment.encode("utf-8", "surrogatepass"))
         if size > MAX_SEGMENT_BYTES:
-            name = _segment_name(segments, index, templates)
+            name = _segment_name(segments, index, list(templates()))
             return OutOfBounds(414, name, f"{name} is {size:,} bytes long; the limit for one path segment is "
                                           f"{MAX_SEGMENT_BYTES:,}")
     if len(raw_path) > MAX_PATH_BYTES or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
