@@ -28,7 +28,7 @@ from service.store import datasets
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.datasets import Spool
 from service.core.schemas import DatasetPublic
-from service.core.errors import InvalidInput, PayloadTooLarge, StsweepError
+from service.core.errors import InvalidInput, StsweepError
 from service.core.schemas import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
