@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body of any route but data set uploads (413 above)."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="Most time a connection may take to send a request's line and headers, from its first byte "
+                    "(or from connecting); then it is closed (slow-loris clients).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Most time between two parts of a request body; then the answer is 408 and the connection "
+                    "is closed.",
+    )
     max_decoded_bytes: int = Field(
         default=DEFAULT_LIMITS.max_decoded_bytes, gt=0,
         description="Most a data file (upload or worker file) may decode to: text bytes plus 8 per cell (413 above).",

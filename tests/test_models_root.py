@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.store import optuna_bridge
 from tests import pg
 from tests.studyspecs import contract_study
-from tests.test_validation import App, assert_refused, post, serving
+from tests.test_validation import App, post, serving
 from workers.modelref import load_model, resolve_model
 
 

@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from service.context import Context
 from service.core import numeric_limits
 from service.core.numeric_limits import Bound, bound_for
 from service.core.spec import StudySpec

@@ -58,7 +58,9 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def expected_statuses(method: str, path: str) -> set[int]:
-    statuses = {405, 413, 422, 500}  # 422: the guard refuses a too-deep JSON body on any path
+    # 422: the guard refuses a too-deep JSON body on any path; 400 / 414 / 431: request parts past their bounds
+    # (request_bounds.py); 408: a stalled body.
+    statuses = {400, 405, 408, 413, 414, 422, 431, 500}
     if path.startswith("/v1/"):
         statuses |= {401, 503}
     if "{" in path:

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.StsweepError], tuple[int, str]] = {
     errors.RangeNotSatisfiable: (416, "range_not_satisfiable"),  # before InvalidInput, its base
     errors.InvalidInput: (422, "invalid_input"),
     errors.PayloadTooLarge: (413, "payload_too_large"),
+    errors.RequestTimeout: (408, "request_timeout"),
     errors.Unauthorized: (401, "unauthorized"),
     errors.DatabaseUnavailable: (503, "database_unavailable"),
     errors.StorageError: (503, "storage_unavailable"),
@@ -50,8 +51,8 @@ def _response(status: int, body: dict[str, Any], headers: dict[str, str] | None 
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status == 413 or status >= 500 and status != 503:
-        # The rest of an oversized body is not read, and after a failure the connection is not trusted.
+    if status in (408, 413) or status >= 500 and status != 503:
+        # The rest of an oversized or stalled body is not read, and after a failure the connection is not trusted.
         headers["Connection"] = "close"
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -1,16 +1,21 @@
 """The request guard, in front of every route (a plain ASGI middleware, so it runs before FastAPI parses a body
 or validates a path):
 
-1. Auth first: every path but health, the dashboard page and its assets (and the API docs, unless
+1. Bounded request parts first (api/request_bounds.py): the path and each segment, the query string and each
+   parameter, the header count and each header, before anything parses them: 414 / 431 / 400 naming the part.
+2. Auth: every path but health, the dashboard page and its assets (and the API docs, unless
    STSWEEP_DOCS_NEED_TOKEN; and /metrics, unless STSWEEP_METRICS_NEED_TOKEN) needs a valid bearer token, whatever
    the method, path or body. Without one the answer is 401, and nothing else about the request is looked at.
-2. Bounded bodies: a request body over STSWEEP_MAX_JSON_BODY_BYTES is refused with 413 (the limit in the
-   message) and the connection is closed without reading the rest. Data set uploads have their own, larger
-   limit, enforced while they stream (STSWEEP_MAX_UPLOAD_BYTES).
+3. Bounded bodies (api/body_meter.py): every byte of every body is counted as it arrives, chunked or not, framing
+   included: over STSWEEP_MAX_JSON_BODY_BYTES (data set uploads: STSWEEP_MAX_UPLOAD_BYTES plus
+   MULTIPART_ALLOWANCE) is a 413 naming the limit, at once when Content-Length says so; a body that stalls
+   longer than STSWEEP_BODY_TIMEOUT_SECONDS between two parts is a 408. Both close the connection. An answer
+   sent before the body was read (a 401, a 413, ...) is followed by reading and discarding what the client still
+   sends, within body_meter's DRAIN_* bounds, so a client that is still writing reads the answer.
    A JSON body (or one without a Content-Type, which FastAPI parses as JSON too) nested deeper than
    body_limits.MAX_DEPTH is a 422 naming where it got too deep, found by a scan of the raw text before any parser
    (whose recursion a 100,000-deep body would exhaust) sees it.
-3. Headers on every answer: Content-Security-Policy (no inline script, no framing), nosniff, X-Frame-Options.
+4. Headers on every answer: Content-Security-Policy (no inline script, no framing), nosniff, X-Frame-Options.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.body_meter import MeteredBody
+from service.api.request_bounds import check_request
 from service.context import Context
-from service.core.errors import DatabaseUnavailable, Unauthorized
+from service.core.errors import DatabaseUnavailable, PayloadTooLarge, RequestTimeout, StsweepError, Unauthorized
 from service.core.body_limits import json_depth_problem
 from service.store.tokens import verify_token
 
@@ -32,6 +39,7 @@ PUBLIC_PREFIXES = ("/static/",)
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 METRICS_PATH = "/metrics"  # public unless STSWEEP_METRICS_NEED_TOKEN (a Prometheus scraper has no token by default)
 UPLOAD_PATHS = frozenset({"/v1/datasets"})
+MULTIPART_ALLOWANCE = 1024 * 1024  # bytes of multipart framing (boundaries, part headers, fields) past the file
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -59,6 +67,8 @@ class RequestGuard:
         self.app = app
         self.ctx = ctx
         self.max_body = ctx.settings.max_json_body_bytes
+        self.max_upload = ctx.settings.max_upload_bytes + MULTIPART_ALLOWANCE
+        self.body_timeout = ctx.settings.body_timeout_seconds
         self.docs_need_token = ctx.settings.docs_need_token
         self.metrics_need_token = ctx.settings.metrics_need_token
 
@@ -67,21 +77,41 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        send = self._with_headers(send, DOCS_CSP if path in DOCS_PATHS else CSP)
+        body = self._metered(scope, receive, upload=path in UPLOAD_PATHS)
+        send = _draining(self._with_headers(send, DOCS_CSP if path in DOCS_PATHS else CSP), body)
+        out_of_bounds = check_request(path, scope.get("raw_path") or path.encode(), scope.get("query_string", b""),
+                                      scope.get("headers", []), lambda: _templates(scope))
+        if out_of_bounds is not None:
+            code = {400: "bad_request", 414: "uri_too_long", 431: "header_too_large"}[out_of_bounds.status]
+            await self._answer(send, refused(out_of_bounds.status, code, out_of_bounds.field, out_of_bounds.message))
+            return
         if not self._is_public(path):
             refusal = await self._check_token(scope)
             if refusal is not None:
                 await self._answer(send, refusal)
                 return
-        if path not in UPLOAD_PATHS:
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                await self._answer(send, self._too_large())
-                return
-            receive = await self._bounded(scope, receive, send)
-            if receive is None:
-                return
-        await self.app(scope, receive, send)
+        if body.declared is not None and body.declared > body.limit:
+            await self._answer(send, self._refusal(PayloadTooLarge(body.too_large(), field="body")))
+            return
+        if path in UPLOAD_PATHS:  # streamed by the route; the meter raises past the limit or on a stall
+            await self.app(scope, body.receive, send)
+            return
+        replay = await self._bounded(scope, body, send)
+        if replay is not None:
+            await self.app(scope, replay, send)
+
+    def _metered(self, scope: Scope, receive: Receive, *, upload: bool) -> MeteredBody:
+        framing = f"STSWEEP_MAX_UPLOAD_BYTES plus {MULTIPART_ALLOWANCE} bytes of multipart framing"
+        limit, setting = ((self.max_upload, framing) if upload
+                          else (self.max_body, "STSWEEP_MAX_JSON_BODY_BYTES"))
+        return MeteredBody(receive, limit=limit, setting=setting, idle_seconds=self.body_timeout,
+                           declared=_content_length(scope), chunked=_header(scope, b"transfer-encoding") is not None)
+
+    @staticmethod
+    def _refusal(exc: StsweepError) -> tuple[Message, Message]:
+        if isinstance(exc, PayloadTooLarge):
+            return refused(413, "payload_too_large", exc.field or "body", exc.message, close=True)
+        return refused(408, "request_timeout", exc.field or "body", exc.message, close=True)
 
     def _is_public(self, path: str) -> bool:
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
@@ -101,36 +131,31 @@ class RequestGuard:
         scope.setdefault("state", {})["token_name"] = name
         return None
 
-    def _too_large(self) -> tuple[Message, Message]:
-        return error_message(413, "payload_too_large", f"the request body is over the limit of {self.max_body} "
-                             "bytes (STSWEEP_MAX_JSON_BODY_BYTES)", close=True)
-
-    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """Read the whole body (at most max_body bytes) and replay it to the app; None when it was too large
-        or, as JSON, too deep (the 413 / 422 is already sent)."""
+    async def _bounded(self, scope: Scope, body: MeteredBody, send: Send) -> Receive | None:
+        """Read the whole body (at most its limit) and replay it to the app; None when it was too large, stalled
+        or, as JSON, too deep (the 413 / 408 / 422 is already sent)."""
         chunks: list[bytes] = []
-        size = 0
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _replay([message], receive)
-            size += len(message.get("body", b""))
-            if size > self.max_body:
-                await self._answer(send, self._too_large())
+            try:
+                message = await body.receive()
+            except (PayloadTooLarge, RequestTimeout) as exc:
+                await self._answer(send, self._refusal(exc))
                 return None
+            if message["type"] == "http.disconnect":
+                return _replay([message], body.receive)
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        if body and _parsed_as_json(scope):
+        raw = b"".join(chunks)
+        if raw and _parsed_as_json(scope):
             # A scan of 1 MiB takes tens of milliseconds: off the event loop when the body is large.
-            problem = (json_depth_problem(body) if len(body) < 64 * 1024
-                       else await run_in_threadpool(json_depth_problem, body))
+            problem = (json_depth_problem(raw) if len(raw) < 64 * 1024
+                       else await run_in_threadpool(json_depth_problem, raw))
             if problem is not None:
                 field = ".".join(str(part) for part in problem.location) or "body"
                 await self._answer(send, invalid_input(field, problem.message))
                 return None
-        return _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+        return _replay([{"type": "http.request", "body": raw, "more_body": False}], body.receive)
 
     @staticmethod
     async def _answer(send: Send, messages: tuple[Message, Message]) -> None:
@@ -149,6 +174,36 @@ class RequestGuard:
             await send(message)
 
         return sending
+
+
+def refused(status: int, code: str, field: str, message: str, *, close: bool = False) -> tuple[Message, Message]:
+    """An answer in the API's error shape naming the part of the request at fault."""
+    error = {"code": code, "message": message, "field": field, "details": [{"field": field, "message": message}]}
+    return error_message(status, code, message, error=error, close=close)
+
+
+def _draining(send: Send, body: MeteredBody) -> Send:
+    """`send`, but an answer completed before its request body was read is held open while the rest of the body
+    is read and discarded (bounded: body_meter.DRAIN_*), so a client still writing reads it rather than a reset.
+    A body too large to drain, or one that stalled, is not waited for."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] != "http.response.body" or message.get("more_body", False) or not body.worth_draining():
+            await send(message)
+            return
+        await send({**message, "more_body": True})
+        await body.drain()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return sending
+
+
+def _templates(scope: Scope) -> list[str]:
+    """The path templates of the app's documented operations (FastAPI puts itself in the scope before any
+    middleware runs, and builds its OpenAPI document once)."""
+    app = scope.get("app")
+    openapi = getattr(app, "openapi", None)
+    return list(openapi().get("paths", {})) if callable(openapi) else []
 
 
 def invalid_input(field: str, message: str) -> tuple[Message, Message]:
@@ -199,11 +254,10 @@ def _bearer(scope: Scope) -> str | None:
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared length; request_bounds has already refused one that is not 1-20 digits."""
     raw = _header(scope, b"content-length")
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
+    digits = raw.strip() if raw is not None else ""
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 20 else None
 
 
 def token_name(scope: dict[str, Any]) -> str | None:

@@ -6,8 +6,9 @@ answers 401 and 413 in front of every route, the error mapping (errors.py) turns
 the generated document, each with the shared error schema (`ErrorBody`, service/core/schemas.py), from:
 
 - the guard's own rules: every path but the public ones (health, dashboard page and assets) needs a token
-  (401; 503 when the database behind the token check is down); every body is size-limited (413) and, as JSON,
-  depth-limited (422), on every path;
+  (401; 503 when the database behind the token check is down); every body is size-limited (413), time-limited
+  (408) and, as JSON, depth-limited (422), and every request's path, query and headers are bounded (414, 431;
+  400 for a Content-Length that is not a number), on every path;
 - the operation itself: path parameters (404), a JSON body (400: unreadable);
 - `ROUTE_STATUSES`, the few statuses only some routes answer (409s, the idempotent 200s, 206 / 416).
 
@@ -67,7 +68,12 @@ ROUTE_STATUSES: dict[tuple[str, str], dict[int, Extra]] = {
 }
 
 _DESCRIPTIONS = {
-    400: "The JSON body could not be read (e.g. it is not UTF-8).",
+    400: "The request could not be read (a JSON body that is not UTF-8, a Content-Length that is not a number); "
+         "`field` names the header when it is one.",
+    408: "The request body stalled longer than STSWEEP_BODY_TIMEOUT_SECONDS between two parts; the connection is "
+         "closed.",
+    414: "A path segment, the path, the query string or a query parameter is over its bound; `field` names it.",
+    431: "Too many headers, or a header over its bound; `field` names it.",
     401: "No token, or not a valid one. Checked before anything else about the request (body, path ids).",
     404: "No such resource (an id not shaped like one is simply not found); `field` names the id.",
     405: "A method this path does not take; `Allow` lists those it does.",
@@ -86,6 +92,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"required": True, "description": "`Bearer`", "schema": {"type": "string"}}},
     405: {"Allow": {"required": True, "description": "the methods this path takes",
                     "schema": {"type": "string"}}},
+    408: {"Connection": {"description": "`close`", "schema": {"type": "string"}}},
     413: {"Connection": {"description": "`close`", "schema": {"type": "string"}}},
     500: {"Connection": {"description": "`close`", "schema": {"type": "string"}}},
 }
@@ -100,16 +107,13 @@ def operation_statuses(method: str, path: str, operation: dict[str, Any]) -> dic
     """Every error status `operation` can answer besides its own success, with a description; the success
     statuses of `ROUTE_STATUSES` too."""
     params = operation.get("parameters", [])
-    body = operation.get("requestBody", {})
-    out: dict[int, str] = {405: _DESCRIPTIONS[405], 422: _DESCRIPTIONS[422], 500: _DESCRIPTIONS[500]}
+    out: dict[int, str] = {status: _DESCRIPTIONS[status] for status in (400, 405, 408, 414, 422, 431, 500)}
     out[413] = _UPLOAD_413 if path in UPLOAD_PATHS else _DESCRIPTIONS[413]
     if is_guarded(path):
         out[401] = _DESCRIPTIONS[401]
         out[503] = _DESCRIPTIONS[503]
     if any(p.get("in") == "path" for p in params):
         out[404] = _DESCRIPTIONS[404]
-    if "application/json" in body.get("content", {}):
-        out[400] = _DESCRIPTIONS[400]
     for status, extra in ROUTE_STATUSES.get((method.upper(), path), {}).items():
         out[status] = extra.description
     return dict(sorted(out.items()))

@@ -29,14 +29,13 @@ from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.datasets import Spool
 from service.core.schemas import DatasetPublic
 from service.core import numeric_limits
-from service.core.errors import InvalidInput, PayloadTooLarge, StsweepError
+from service.core.errors import InvalidInput, StsweepError
 from service.core.schemas import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 _FIELDS = ("task", "columns", "score_range", "format", "header")
 _MAX_FIELD = 64 * 1024
-_MULTIPART_SLACK = 1024 * 1024  # a declared Content-Length this far past the limit is refused before reading
 _BOUNDARY = re.compile(rb"^[ -~]{1,200}$")
 
 DatasetId = Annotated[str, Depends(datasets.validate_id)]
@@ -140,12 +139,6 @@ def _boundary(content_type: str) -> bytes:
     return boundary
 
 
-def _check_declared_length(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
-        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes", field="file")
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY)
 async def upload_dataset(
     request: Request, ctx: ContextDep, _token: TokenDep, response: Response,
@@ -160,8 +153,7 @@ async def upload_dataset(
     past the data file limits on rows and decoded size (README, "Data files"), 422 naming the limit or the row
     and column at fault (a cell too large, a column too many, nesting, text that is not text); a refused upload
     leaves nothing behind."""
-    limit = ctx.settings.max_upload_bytes
-    _check_declared_length(request, limit)
+    limit = ctx.settings.max_upload_bytes  # of the file; the request guard counts the whole body (api/guard.py)
     query = {"task": task, "columns": columns, "score_range": score_range, "format": format_, "header": header}
     content_type = request.headers.get("content-type", "")
     with Spool(limit) as spool:

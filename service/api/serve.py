@@ -102,6 +102,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_server import uvicorn_config
     from service.context import Context
     from service.local.embedded_pg import database_url
 
@@ -113,8 +114,8 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
                     readiness.reason)
         readiness.run_in_background()
     try:
-        uvicorn.run(ReadinessGate(create_app(ctx, run_reaper=False), readiness), host=host, port=port,
-                    log_level="info")
+        app = ReadinessGate(create_app(ctx, run_reaper=False), readiness)
+        uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level="info")).run()
     finally:
         readiness.stop()
         ctx.close()

@@ -55,3 +55,7 @@ class UnsafeArchive(StsweepError):
 class CorruptStudy(Conflict):
     """A stored study row holds what no valid study can (written by hand, or by an older version): the study is
     quarantined (failed, with the reason), never run."""
+
+
+class RequestTimeout(StsweepError):
+    """The client stopped sending its request body for longer than the server waits (HTTP 408)."""

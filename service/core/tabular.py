@@ -37,6 +37,7 @@ from typing import Any, Union
 import pyarrow as pa
 
 from service.core import numeric_limits
+from service.core.arrow_values import column_values, preview_rows
 from service.core.errors import InvalidInput
 from service.core.limits import DEFAULT_LIMITS, Budget, ReadLimits
 from service.core.read_parquet import read_parquet
@@ -263,7 +264,7 @@ def _validated(table: pa.Table, task: str | TaskInfo, columns: Mapping[str, Colu
     low, high = float(score_range[0]), float(score_range[1])
     out: dict[str, list[Any]] = {}
     for role, column in mapping.items():
-        raw = table.column(_key(column)).to_pylist()
+        raw = column_values(table, _key(column), field=field_name)
         if role == info.label_column and info.kind == "scored_pairs":
             values: list[Any] = []
             for i, v in enumerate(raw, start=1):
@@ -297,7 +298,7 @@ def check_rows(table: pa.Table, task: str | TaskInfo, columns: Mapping[str, Colu
             duplicates += 1
         else:
             seen.add(row)
-    preview = table.slice(0, PREVIEW_ROWS).to_pylist()
+    preview = preview_rows(table, PREVIEW_ROWS)
     mapping = column_map(info, columns, header=not _headerless(table))
     names = {_key(column): role for role, column in mapping.items()}
     return TableReport(row_count=table.num_rows, columns=list(table.column_names), duplicate_rows=duplicates,

@@ -104,6 +104,15 @@ def stored_size(store: ArtifactStore, ckpt: Checkpoint) -> int:
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+_MAX_POSITION_DIGITS = 19  # past this a byte position is past any object (and int() of it is never tried)
+
+
+def _position(digits: str) -> int | None:
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else 10**_MAX_POSITION_DIGITS
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One HTTP byte range -> (start, end inclusive), or None to send the whole object.
 
@@ -115,15 +124,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if m is None or (not m.group(1) and not m.group(2)):
         return None
-    first, last = m.group(1), m.group(2)
-    if not first:  # suffix: the last N bytes
-        n = int(last)
+    first, last = _position(m.group(1)), _position(m.group(2))
+    if first is None:  # suffix: the last N bytes
+        n = last or 0
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(f"range {header!r} is empty for an object of {size} bytes", field="range")
         return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+    start = first
+    end = last if last is not None else size - 1
+    if last is not None and end < start:
         return None  # invalid: ignored
     if start >= size:
         raise RangeNotSatisfiable(f"range {header!r} starts at or past the end of the {size} bytes",

@@ -33,7 +33,7 @@ COLUMNS_OK_SQL = f"""({TIMEOUT_OK_SQL} AND max_concurrent_trials >= 1 AND max_at
                      AND (started_at IS NULL OR isfinite(started_at)))"""
 
 # The columns study_check.column_problem reads.
-CHECKED_COLUMNS = f"""id, timeout_seconds, max_concurrent_trials, max_attempts, n_trials, direction,
+CHECKED_COLUMNS = """id, timeout_seconds, max_concurrent_trials, max_attempts, n_trials, direction,
                      jsonb_typeof(spec) AS spec_type, (started_at IS NULL OR isfinite(started_at)) AS started_ok"""
 
 

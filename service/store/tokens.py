@@ -51,7 +51,7 @@ def _token_id(token_id: int | str) -> int:
     """The id as an integer, or NotFound (an id that is not one, or out of the column's range, names no token)."""
     if isinstance(token_id, int) and not isinstance(token_id, bool):
         number = token_id
-    elif isinstance(token_id, str) and token_id.isascii() and token_id.isdigit():
+    elif isinstance(token_id, str) and token_id.isascii() and token_id.isdigit() and len(token_id) <= 19:
         number = int(token_id)
     else:
         raise NotFound(f"token {token_id} not found", field="token_id")
