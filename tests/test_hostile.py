@@ -1,12 +1,13 @@
 """Issue 18, item 11 (the server half): the hand-made hostile list (tests/hostile_requests.py) sent whole to one
 live server (uvicorn, real PostgreSQL) over raw sockets: no answer is a 5xx, every answer is of a status class
-the list allows, none hangs; then /healthz answers 200 and a normal study is created and read back. (The
-schemathesis run is tests/test_fuzz.py; running a worker to complete a study is done elsewhere.)"""
+the list allows, none hangs; then /healthz answers 200 and a normal study posted to the same server is completed
+by a real worker process. (The schemathesis run is tests/test_fuzz.py.)"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,8 @@ from tests.hostile_requests import Hostile, hostile_requests
 from tests.pairs import pair_rows, write_jsonl
 from tests.rawhttp import Served, chunked, exchange, served, status_of
 from tests.studyspecs import contract_study
+from tests.test_worker_e2e import study_body
+from tests.workerproc import run_until_idle
 
 PER_REQUEST_SECONDS = 15
 
@@ -45,7 +48,8 @@ def _head(server: Served, h: Hostile, study_id: str) -> tuple[bytes, bytes]:
     return b"\r\n".join(lines) + b"\r\n\r\n", body
 
 
-def test_the_hostile_list_gets_no_5xx_and_no_hang_then_the_api_still_works(server: Served) -> None:
+@pytest.mark.slow  # ends with a real (tiny) training run
+def test_the_hostile_list_gets_no_5xx_and_no_hang_then_a_study_completes(server: Served, tmp_path: Path) -> None:
     auth = {"Authorization": f"Bearer {server.token}"}
     created = httpx.post(f"{server.base}/v1/studies", json=contract_study(name="before"), headers=auth)
     assert created.status_code == 201, created.text
@@ -64,7 +68,17 @@ def test_the_hostile_list_gets_no_5xx_and_no_hang_then_the_api_still_works(serve
     print(f"HOSTILE requests={len(requests)} wrong={len(wrong)} seconds={time.monotonic() - started:.1f}")
     assert not wrong, "\n".join(wrong)
     assert httpx.get(f"{server.base}/healthz").status_code == 200
-    r = httpx.post(f"{server.base}/v1/studies", json=contract_study(name="after the list"), headers=auth)
+    listed = httpx.get(f"{server.base}/v1/studies", params={"limit": 500}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    for study in listed.json()["items"]:  # what the list created: the worker below runs only the normal study
+        stopped = httpx.post(f"{server.base}/v1/studies/{study['id']}/stop", headers=auth)
+        assert stopped.status_code in (200, 409), stopped.text
+    data = {"train": {"path": "stsb/train.jsonl"}, "eval": {"path": "stsb/dev.jsonl"}, "score_range": [0, 5],
+            "max_train_samples": 16}
+    body = study_body("after the list", data=data, evaluation={"every_n_examples": 16, "max_eval_samples": 8})
+    r = httpx.post(f"{server.base}/v1/studies", json=body, headers=auth)
     assert r.status_code == 201, r.text
+    run_until_idle(server.ctx.settings, tmp_path / "worker.log", 240)
     read = httpx.get(f"{server.base}/v1/studies/{r.json()['id']}", headers=auth)
-    assert read.status_code == 200 and read.json()["name"] == "after the list"
+    assert read.status_code == 200, read.text
+    assert read.json()["status"] == "completed" and read.json()["counts"]["complete"] == 1, read.json()
