@@ -19,10 +19,8 @@ import pytest
 
 from service.core.errors import InvalidInput
 from service.settings import Settings
-from service.store import optuna_bridge
-from tests import pg
 from tests.studyspecs import contract_study
-from tests.test_validation import App, post, serving
+from tests.test_validation import App, post, serving_fresh
 from workers.modelref import load_model, resolve_model
 
 
@@ -33,17 +31,8 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def shared(template_db: str, roots: Path) -> Iterator[App]:
-    name = pg.unique_name("stsweep_models")
-    url = pg.create_database(name, template=template_db)
-    settings = Settings(database_url=url, home=roots / "home", artifact_root=str(roots / "artifacts"),
-                        data_root=roots / "data", models_root=roots / "models",
-                        _env_file=None)  # type: ignore[call-arg]
-    try:
-        with serving(settings) as app:
-            yield app
-    finally:
-        optuna_bridge.storage.cache_clear()
-        pg.drop_database(name)
+    with serving_fresh(template_db, roots, "stsweep_models", models_root=roots / "models") as app:
+        yield app
 
 
 def test_the_models_root_defaults_to_a_folder_under_home(tmp_path: Path) -> None:

@@ -26,13 +26,11 @@ from sqlalchemy import text
 from service.core import numeric_limits
 from service.core.numeric_limits import Bound, bound_for
 from service.core.spec import StudySpec
-from service.settings import Settings
-from service.store import lifecycle, optuna_bridge, queue, reaper
+from service.store import lifecycle, queue, reaper
 from service.store.db import session_scope
 from service.store.tokens import create_token, list_tokens
-from tests import pg
 from tests.studyspecs import contract_study
-from tests.test_validation import App, post, serving
+from tests.test_validation import App, post, serving_fresh
 
 Path = tuple[str, ...]
 
@@ -236,21 +234,11 @@ def _cases() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def shared(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    name = pg.unique_name("stsweep_bounds")
-    url = pg.create_database(name, template=template_db)
     root = tmp_path_factory.mktemp("bounds")
-    settings = Settings(database_url=url, home=root / "home", artifact_root=str(root / "artifacts"),
-                        data_root=root / "data", lease_seconds=30, heartbeat_seconds=1,
-                        _env_file=None)  # type: ignore[call-arg]
-    (root / "data").mkdir()
-    try:
-        with serving(settings) as app:
-            for split in ("train", "dev"):
-                (root / "data" / "stsb" / f"{split}.csv").write_text("a,b,0.5\nc,d,0.25\n")
-            yield app
-    finally:
-        optuna_bridge.storage.cache_clear()
-        pg.drop_database(name)
+    with serving_fresh(template_db, root, "stsweep_bounds", lease_seconds=30, heartbeat_seconds=1) as app:
+        for split in ("train", "dev"):
+            (root / "data" / "stsb" / f"{split}.csv").write_text("a,b,0.5\nc,d,0.25\n")
+        yield app
 
 
 def assert_names(response: httpx.Response, field: str) -> None:

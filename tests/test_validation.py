@@ -67,19 +67,26 @@ def serving(settings: Settings) -> Iterator[App]:
         ctx.close()
 
 
-@pytest.fixture(scope="module")
-def shared(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    name = pg.unique_name("stsweep_val")
+@contextmanager
+def serving_fresh(template_db: str, root: Path, prefix: str, **overrides: Any) -> Iterator[App]:
+    """`serving` over a fresh clone of the template database, with folders under `root` and `overrides` set;
+    the database is dropped on exit (one per test module)."""
+    name = pg.unique_name(prefix)
     url = pg.create_database(name, template=template_db)
-    root = tmp_path_factory.mktemp("validation")
     settings = Settings(database_url=url, home=root / "home", artifact_root=str(root / "artifacts"),
-                        data_root=root / "data", _env_file=None)  # type: ignore[call-arg]
+                        data_root=root / "data", _env_file=None, **overrides)  # type: ignore[call-arg]
     try:
         with serving(settings) as app:
             yield app
     finally:
         optuna_bridge.storage.cache_clear()
         pg.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def shared(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    with serving_fresh(template_db, tmp_path_factory.mktemp("validation"), "stsweep_val") as app:
+        yield app
 
 
 @pytest.fixture
