@@ -73,6 +73,12 @@ _VIEW_IDS = """
      LIMIT :best)
 """
 
+_REFRESH_IDS = """
+    SELECT trial_id FROM trials WHERE trial_id = ANY(:unfinished)
+    UNION
+    SELECT trial_id FROM trials WHERE study_id = :sid AND trial_id > :cursor
+"""
+
 
 def ensure_indexes(backend: RDBStorage) -> None:
     """The view's indexes, built by one process at a time (a transaction-level advisory lock: PgBouncer-safe)."""
@@ -155,9 +161,18 @@ class BoundedStorage(BaseStorage):
         view = self._views.get(study_id)
         if view is None:
             return self._join(study_id)
-        # As Optuna's cache: the unfinished trials we know, and every trial newer than the last finished one.
-        view.fold(self._backend._get_trials(study_id, None, set(view.unfinished), view.cursor), self.bound)
+        # As Optuna's cache: the unfinished trials we know, and every trial newer than the last finished one;
+        # their ids first, from indexes (Optuna's own query scans the whole study for them).
+        with self._backend.engine.connect() as conn:
+            ids = set(conn.execute(text(_REFRESH_IDS), {"sid": study_id, "cursor": view.cursor,
+                                                        "unfinished": list(view.unfinished)}).scalars())
+        self._load(study_id, view, ids)
         return view
+
+    def _load(self, study_id: int, view: _StudyView, ids: set[int]) -> None:
+        """Fold in the trials `ids`, and any created since (ids above them all)."""
+        if ids:
+            view.fold(self._backend._get_trials(study_id, None, ids, max(ids)), self.bound)
 
     def _join(self, study_id: int) -> _StudyView:
         maximize = self._backend.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE
@@ -166,11 +181,9 @@ class BoundedStorage(BaseStorage):
         with self._backend.engine.connect() as conn:
             rows = conn.execute(text(sql), {"sid": study_id, "recent": self.bound.recent,
                                             "best": self.bound.best}).all()
-        finished = [tid for tid, state in rows if state not in ("RUNNING", "WAITING")]
         wanted = {tid for tid, _ in rows}
         view = _StudyView(maximize=maximize)
-        # Every id in the snapshot, plus whatever was created since (newer than its newest finished trial).
-        view.fold(self._backend._get_trials(study_id, None, wanted, max(finished, default=-1)), self.bound)
+        self._load(study_id, view, wanted)
         self._views[study_id] = view
         return view
 
