@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         default=False,
         description="Whether GET /metrics needs a token (default: public, so a Prometheus scraper works as is).",
     )
+    optuna_recent_trials: int = Field(
+        default=900, ge=1, le=1_000_000,
+        description="Newest finished trials of a study a worker's sampler and pruners see (with the best ones).",
+    )
+    optuna_best_trials: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="Best complete trials of a study a worker's sampler sees besides the newest ones.",
+    )
     lease_seconds: float = Field(default=60.0, gt=0, description="A claimed trial is lost after this long silent.")
     heartbeat_seconds: float = Field(
         default=10.0, gt=0, description="How often a worker renews its lease; must be shorter than lease_seconds."

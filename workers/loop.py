@@ -32,6 +32,7 @@ from service.core.scheduler import SchedulerJob
 from service.core.spec import StudySpec
 from service.store import (baseline_job, optuna_bridge, quarantine, queue, results, retention, studies,
                            study_check)
+from service.store.optuna_history import HistoryBound
 from service.store.reaper import Maintenance
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
@@ -196,8 +197,10 @@ class Worker:
             spec, optuna_name, _status = db.call("load study", studies.load_spec, self.ctx.sessions, study_id,
                                                  stop=stop)
             study_check.check_buildable(spec)
+            history = HistoryBound(self.ctx.settings.optuna_recent_trials, self.ctx.settings.optuna_best_trials)
             optuna_study = db.call("Optuna study", lambda: optuna_bridge.load_study(self.ctx.optuna_storage,
-                                                                                       optuna_name, spec), stop=stop)
+                                                                                       optuna_name, spec, history),
+                                   stop=stop)
         except Exception as exc:
             if transient(exc) is not None or not quarantine.is_poison(exc):
                 raise

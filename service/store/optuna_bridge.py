@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from service.core.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
 from service.store.fraction_pruner import PLANNED_ATTR, ScheduleFractionPruner
+from service.store.optuna_history import BoundedStorage, HistoryBound, ensure_indexes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -47,13 +48,23 @@ def storage(database_url: str, schema: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on the same server, its tables (and its alembic_version) in their own schema."""
     ensure_schema(database_url, schema)
     url = make_url(database_url).render_as_string(hide_password=False)
-    return optuna.storages.RDBStorage(
+    rdb = optuna.storages.RDBStorage(
         url,
         engine_kwargs={
             "pool_pre_ping": True,
             "connect_args": {"options": f"-csearch_path={schema}", "connect_timeout": 5},
         },
     )
+    ensure_indexes(rdb)
+    return rdb
+
+
+def bounded(store: optuna.storages.BaseStorage, history: HistoryBound | None = None) -> optuna.storages.BaseStorage:
+    """What a study is opened on: Optuna's RDB storage behind a bounded view of each study's history (see
+    service/store/optuna_history.py); any other storage as it is."""
+    if isinstance(store, optuna.storages.RDBStorage):
+        return BoundedStorage(store, history)
+    return store
 
 
 # System attributes on every Optuna trial we create: our trial row (the slot) and the lease that asked for it.
@@ -155,7 +166,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 def create_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> None:
     """The Optuna side of a new study. `enqueue_trials` are not queued in Optuna: slot i carries the i-th
     configuration (see `fixed_params`), so a configuration is never lost with an attempt that died."""
-    optuna.create_study(storage=store, study_name=name, direction=spec.objective.direction,
+    optuna.create_study(storage=bounded(store), study_name=name, direction=spec.objective.direction,
                         sampler=make_sampler(spec), pruner=make_pruner(spec))
 
 
@@ -189,6 +200,7 @@ def ask_for_slot(study: optuna.Study, spec: StudySpec, slot_id: int, number: int
 def trial_for(study: optuna.Study, spec: StudySpec, trial_id: int, number: int) -> optuna.trial.Trial:
     """The Optuna trial `trial_id` to sample from (or resume), the sampler seeded for slot `number`."""
     study.sampler = make_sampler(spec, number)
+    study._thread_local.cached_all_trials = None  # the sampler reads the history as it is now
     # Optuna's cached storage writes parameters only for trials it has read: one created by another process
     # (an earlier attempt's) is read here first.
     study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
@@ -256,11 +268,34 @@ def should_prune(study: optuna.Study, trial_id: int) -> bool:
     frozen = study._storage.get_trial(trial_id)
     if frozen.state.is_finished():
         return False
-    return bool(study.pruner.prune(study, frozen))
+    return bool(study.pruner.prune(_PrunerView(study), frozen))
 
 
-def load_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
-    return optuna.load_study(storage=store, study_name=name, sampler=make_sampler(spec), pruner=make_pruner(spec))
+class _PrunerView:
+    """The study as a pruner sees it: with a bounded storage, the unfinished trials and the most recent
+    finished ones only (never the best-K extras the sampler also sees: they would bias a median upwards)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        store = self._study._storage
+        if isinstance(store, BoundedStorage):
+            return store.recent_trials(self._study._study_id, deepcopy=deepcopy, states=states)
+        return self._study.get_trials(deepcopy=deepcopy, states=states)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        return self.get_trials(deepcopy=deepcopy, states=states)
+
+
+def load_study(store: optuna.storages.BaseStorage, name: str, spec: StudySpec,
+               history: HistoryBound | None = None) -> optuna.Study:
+    """The study as a worker samples and prunes it: over a bounded view of its history (`history`)."""
+    return optuna.load_study(storage=bounded(store, history), study_name=name, sampler=make_sampler(spec),
+                             pruner=make_pruner(spec))
 
 
 def delete_study(store: optuna.storages.BaseStorage, name: str) -> None:
