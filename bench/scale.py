@@ -212,7 +212,7 @@ def read_shape(name: str, n_studies: int, trials: int, running: int, args: argpa
 
 
 def part_b(args: argparse.Namespace) -> list[dict[str, Any]]:
-    shapes = ([("20x200", 20, 200, 4), ("1x2000", 1, 2000, 1)] if args.quick else
+    shapes = ([("10x100", 10, 100, 2), ("1x1000", 1, 1000, 1)] if args.quick else
               [("1000x1000", 1000, 1000, 100), ("1x100000", 1, 100_000, 1)])
     return [read_shape(*s, args) for s in shapes]
 
@@ -273,10 +273,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "scale_results.json")
     a = ap.parse_args(argv)
     a.workers = [int(x) for x in (a.workers or ("2,4" if a.quick else "16,64,256")).split(",")]
-    a.seconds = a.seconds if a.seconds is not None else (3.0 if a.quick else 60.0)
+    a.seconds = a.seconds if a.seconds is not None else (2.0 if a.quick else 30.0)
     a.slots = a.slots if a.slots is not None else (2_000 if a.quick else 20_000)
     a.bg_claimers = a.bg_claimers if a.bg_claimers is not None else (1 if a.quick else 4)
-    a.n = a.n if a.n is not None else (5 if a.quick else 40)
+    a.n = a.n if a.n is not None else (3 if a.quick else 30)
     return a
 
 

@@ -6,7 +6,8 @@ a counts row or a trigger, is there too). Then the slots are turned into finishe
 statements (no per-row round trips): ~85% complete, ~10% pruned, ~5% failed, 4 params each, one attempt in
 their history, 4 intermediate values each (examples_seen 256..1024). The newest `running` studies are running
 with `RUNNING_FILLED` running trials (below their cap of 4, so the background claimers find room) and the
-last tenth of their slots queued; the others completed, finished over the last ~2 days (half in the last day:
+last half of their slots queued (a tenth when there is one study: 10,000 of 100,000), so the study the
+claimers work on keeps changing while it is read; the others completed, finished over the last ~2 days (half in the last day:
 the "recently finished" studies the reconciler reads). Values are deterministic (hashes of the row id).
 Optuna's side holds the studies, not the trials' history: the reads measured here never read Optuna, and the
 background claimers do not ask it (part (a) measures ask/tell).
@@ -133,7 +134,8 @@ def fill(ctx: Context, token: str, n_studies: int, trials: int, running: int,
     t = time.perf_counter()
     ids = create_studies(ctx, token, n_studies, trials, log)
     timings["create_studies_api"] = time.perf_counter() - t
-    done = trials - max(RUNNING_FILLED, trials // 10) - RUNNING_FILLED
+    queued = trials // 10 if n_studies == 1 else trials // 2
+    done = trials - max(RUNNING_FILLED, queued) - RUNNING_FILLED
     raw = ctx.engine.raw_connection()
     try:
         cur = raw.cursor()
