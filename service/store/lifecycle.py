@@ -56,23 +56,25 @@ _BUSY = text(f"""
     FROM studies WHERE id = :sid""")
 
 
-def settle_study(s: Session, study_id: str) -> str:
+def settle_study(s: Session, study_id: str, *, quick: bool = False) -> str:
     """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
     passed with nothing running (never-started slots are then dropped, and started ones left in the queue fail).
     A study with `confirm` whose search budget is spent gets its confirm runs instead, in this transaction
     (service/store/confirm.py), and completes once they have finished. On completing, the test split is scheduled
     when the winner's run is not the one scored last.
 
-    While the study is active, its timeout not passed, and a slot is still queued, there is nothing to settle
-    and no lock is taken (`_BUSY`): the queued slot's own claim and finish settle it later (or a timeout, which
-    the reaper settles), so finishing trials never queue on the study row. Otherwise the study row is locked
+    `quick` (a trial's finish): while the study is active, its timeout not passed, and a slot is still queued,
+    there is nothing to settle and no lock is taken (`_BUSY`): the queued slot's own claim and finish settle it
+    later (or a timeout, which the reaper settles), so finishing trials never queue on the study row (and a
+    corrupt row is found by the next claim's check instead, study_check.py). Otherwise the study row is locked
     first, and the check runs in a statement after the lock: two trials finishing at once would otherwise each
     still see the other as running, and neither would settle the study. A timed-out study also locks its queued
     slots before the check, waiting out any claim of them in flight (claims lock no study row), so it never
     settles while a slot it counted as queued is starting."""
-    busy = s.execute(_BUSY, {"sid": study_id}).first()
-    if busy is not None and busy.busy:
-        return str(busy.status)
+    if quick:
+        busy = s.execute(_BUSY, {"sid": study_id}).first()
+        if busy is not None and busy.busy:
+            return str(busy.status)
     s.execute(text("SELECT 1 FROM studies WHERE id = :sid FOR UPDATE"), {"sid": study_id})
     s.execute(text(f"""SELECT id FROM trials WHERE study_id = :sid AND state = 'queued'
                          AND (SELECT {TIMED_OUT_SQL} FROM studies WHERE id = :sid)

@@ -447,7 +447,7 @@ def _settle_after(s: Session, study_id: str, track: Callable[[], None] | None, t
     def settle() -> str:
         if track is not None:
             track()
-        status = lifecycle.settle_study(s, study_id)
+        status = lifecycle.settle_study(s, study_id, quick=True)
         # A baseline recorded meanwhile is seen (baseline_job.py).
         if trial_id is not None:
             baseline_job.mark_trial(s, trial_id)
