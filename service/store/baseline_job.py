@@ -46,7 +46,7 @@ def claim_baseline(factory: sessionmaker[Session], lease_seconds: float, study_i
     None when there is none. Only started studies have a job (a trial was claimed), so the baseline never
     runs before a study's first trial. A paused study waits (its job comes back with it) and a failed one has
     none. An idle worker skips study rows locked at that moment; a worker that
-    just finished a trial of `study_id` waits for its row instead (a trial claim or finish holds it briefly),
+    just finished a trial of `study_id` waits for its row instead (a finish or a status change holds it briefly),
     so a lone worker never passes its study's job by."""
     token = uuid.uuid4()
     lock = "FOR UPDATE SKIP LOCKED" if study_id is None else "FOR UPDATE"
