@@ -9,9 +9,9 @@ failing, e.g. a data error, does not loop forever: the study's `baseline.status`
 and failed studies have no job: pausing stops every kind of work.
 
 Trials that finish before the baseline lands get `below_baseline` when it is recorded; `mark_trial` (called by
-the trial's finish after the study row is locked) and `record_baseline` (which writes the study row first, then
-the trials, in later statements) meet on that lock, so a trial finishing while the baseline lands is never
-missed by both.
+the trial's finish, share-locking the study row while a baseline job is taken and not recorded) and
+`record_baseline` (which writes the study row first, then the trials, in later statements) meet on that lock, so
+a trial finishing while the baseline lands is never missed by both.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def claim_baseline(factory: sessionmaker[Session], lease_seconds: float, study_i
     None when there is none. Only started studies have a job (a trial was claimed), so the baseline never
     runs before a study's first trial. A paused study waits (its job comes back with it) and a failed one has
     none. An idle worker skips study rows locked at that moment; a worker that
-    just finished a trial of `study_id` waits for its row instead (a trial claim or finish holds it briefly),
+    just finished a trial of `study_id` waits for its row instead (a finish or a status change holds it briefly),
     so a lone worker never passes its study's job by."""
     token = uuid.uuid4()
     lock = "FOR UPDATE SKIP LOCKED" if study_id is None else "FOR UPDATE"
@@ -94,6 +94,13 @@ def record_baseline(factory: sessionmaker[Session], job: BaselineJob, full_value
 
 def mark_trial(s: Session, trial_id: int) -> None:
     """Set a just-completed trial's `below_baseline` from its study's baseline, if known. Called in the
-    finish's transaction once the study row is locked, so a baseline recorded meanwhile is seen."""
+    finish's transaction, after the trial's own update. While the study's baseline job is taken but not
+    recorded, the study row is share-locked first (waiting out a `record_baseline` in flight, or making it wait
+    for this finish), so a baseline recorded meanwhile is seen; otherwise no study lock is taken (a claim never
+    waits on a finish)."""
+    s.execute(text("""SELECT 1 FROM studies st JOIN trials t ON t.study_id = st.id
+                      WHERE t.id = :tid AND t.state = 'complete' AND st.baseline_value IS NULL
+                        AND st.baseline_lease_token IS NOT NULL
+                      FOR SHARE OF st"""), {"tid": trial_id})
     s.execute(text(f"""UPDATE trials t SET below_baseline = {_BELOW_BASELINE_SQL} FROM studies st
                        WHERE t.id = :tid AND st.id = t.study_id AND t.state = 'complete'"""), {"tid": trial_id})

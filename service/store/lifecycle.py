@@ -21,7 +21,8 @@ ACTIVE_STUDY = "('queued', 'running')"
 
 
 def mark_started(s: Session, study_id: str) -> None:
-    """The first claim of a queued study starts it."""
+    """The first claim of a queued study starts it. A no-op (and no row lock) once another claim did: the
+    claim calls it only for a study it read as queued."""
     s.execute(text("UPDATE studies SET status = 'running', started_at = coalesce(started_at, now()), "
                    "updated_at = now() WHERE id = :sid AND status = 'queued'"), {"sid": study_id})
 
@@ -47,16 +48,37 @@ def track_failures(s: Session, study_id: str, state: str, failure_reason: str | 
     )
 
 
-def settle_study(s: Session, study_id: str) -> str:
+# Whether an active study surely has nothing to settle yet: a queued slot, and its timeout not passed. Index
+# probes only, no lock.
+_BUSY = text(f"""
+    SELECT status, (status IN {ACTIVE_STUDY} AND NOT {TIMED_OUT_SQL}
+                    AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')) AS busy
+    FROM studies WHERE id = :sid""")
+
+
+def settle_study(s: Session, study_id: str, *, quick: bool = False) -> str:
     """Complete (or fail) an active study once no trial can run any more: every slot ended, or the timeout
     passed with nothing running (never-started slots are then dropped, and started ones left in the queue fail).
     A study with `confirm` whose search budget is spent gets its confirm runs instead, in this transaction
     (service/store/confirm.py), and completes once they have finished. On completing, the test split is scheduled
     when the winner's run is not the one scored last.
 
-    The study row is locked first, and the check runs in a statement after the lock: two trials finishing at
-    once would otherwise each still see the other as running, and neither would settle the study."""
+    `quick` (a trial's finish): while the study is active, its timeout not passed, and a slot is still queued,
+    there is nothing to settle and no lock is taken (`_BUSY`): the queued slot's own claim and finish settle it
+    later (or a timeout, which the reaper settles), so finishing trials never queue on the study row (and a
+    corrupt row is found by the next claim's check instead, study_check.py). Otherwise the study row is locked
+    first, and the check runs in a statement after the lock: two trials finishing at once would otherwise each
+    still see the other as running, and neither would settle the study. A timed-out study also locks its queued
+    slots before the check, waiting out any claim of them in flight (claims lock no study row), so it never
+    settles while a slot it counted as queued is starting."""
+    if quick:
+        busy = s.execute(_BUSY, {"sid": study_id}).first()
+        if busy is not None and busy.busy:
+            return str(busy.status)
     s.execute(text("SELECT 1 FROM studies WHERE id = :sid FOR UPDATE"), {"sid": study_id})
+    s.execute(text(f"""SELECT id FROM trials WHERE study_id = :sid AND state = 'queued'
+                         AND (SELECT {TIMED_OUT_SQL} FROM studies WHERE id = :sid)
+                       FOR UPDATE"""), {"sid": study_id})
     if confirm.enqueue_confirm_runs(s, study_id):
         return s.execute(text("SELECT status FROM studies WHERE id = :sid"), {"sid": study_id}).scalar_one()
     completed = s.execute(
@@ -170,8 +192,9 @@ def _extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: i
         if row.timed_out:
             raise Conflict("the study's timeout_seconds has passed since it started: new trials could not run",
                            field="budget.timeout_seconds")
-        s.execute(text("""INSERT INTO trials (study_id, number)
-                          SELECT :sid, (SELECT coalesce(max(number), -1) FROM trials WHERE study_id = :sid) + g
+        s.execute(text("""INSERT INTO trials (study_id, number, search_index)
+                          SELECT :sid, (SELECT coalesce(max(number), -1) FROM trials WHERE study_id = :sid) + g,
+                                 (SELECT coalesce(max(search_index), -1) FROM trials WHERE study_id = :sid) + g
                           FROM generate_series(1, :n) AS g"""), {"sid": study_id, "n": n_trials})
         target = row.status
         if row.status in ("stopped", "completed"):

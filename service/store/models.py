@@ -109,6 +109,7 @@ class Trial(Base):
         CheckConstraint("kind IN ('search', 'confirm')", name="ck_trials_kind"),
         Index("ix_trials_claim", "study_id", "state", "number"),
         Index("ix_trials_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
+        Index("ix_trials_running_worker", "worker_id", postgresql_where=text("state = 'running'")),
         Index("ix_trials_study_seq", "study_id", "seq"),
         Index("ix_trials_best", "study_id", "rank_key", "number",
               postgresql_where=text("state = 'complete' AND rank_key IS NOT NULL")),
@@ -124,6 +125,9 @@ class Trial(Base):
     kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="search")
     confirm_of: Mapped[int | None] = mapped_column(Integer)
     train_seed: Mapped[int | None] = mapped_column(BigInteger)
+    # A search slot's index among its study's search slots (it runs enqueue_trials[search_index] when there is
+    # one), stored when the slot is created; NULL for confirm runs.
+    search_index: Mapped[int | None] = mapped_column(Integer)
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Double)
     # The value turned so that lower is better (-value when maximizing); NULL unless a finite value: the one
@@ -155,6 +159,22 @@ class Trial(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seq: Mapped[int] = _seq_column()
+
+
+class ClaimPermit(Base):
+    """A study's concurrency cap as rows: slot 0..max_concurrent_trials-1, held by the running trial `trial_id`
+    (NULL: free). A claim takes a free permit with its trial (service/store/queue.py); triggers (migration
+    0007) give a new study its permits and free a trial's permit whenever it stops running."""
+
+    __tablename__ = "claim_permits"
+    __table_args__ = (
+        Index("ix_claim_permits_free", "study_id", "slot", postgresql_where=text("trial_id IS NULL")),
+        Index("ix_claim_permits_trial", "trial_id", unique=True, postgresql_where=text("trial_id IS NOT NULL")),
+    )
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class IntermediateValue(Base):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store import baseline_job, lifecycle, quarantine, study_check
@@ -70,73 +70,105 @@ class Beat:
 
 
 def create_slots(session: Session, study_id: str, n_trials: int) -> None:
-    """The study's budget as queued slots, numbered 0..n-1; parameters are sampled when a slot is claimed."""
+    """The study's budget as queued slots, numbered 0..n-1 (search slots 0..n-1 too: `search_index`); parameters
+    are sampled when a slot is claimed. The study's claim permits come with its row (a trigger, migration 0007)."""
     session.execute(
-        text("INSERT INTO trials (study_id, number) SELECT :sid, g FROM generate_series(0, :n - 1) AS g"),
+        text("INSERT INTO trials (study_id, number, search_index) "
+             "SELECT :sid, g, g FROM generate_series(0, :n - 1) AS g"),
         {"sid": study_id, "n": n_trials},
     )
 
 
 # ------------------------------------------------------------------ claiming
 
-# Never raises whatever a row holds (study_sql.py): a study whose columns are unusable passes (its timeout
-# counts as not passed) and is quarantined by the claim, which checks the row it locked (study_check.py).
-_LOCK_NEXT_STUDY = text(f"""
-    SELECT {CHECKED_COLUMNS}, spec FROM studies
+# The oldest active study with a queued slot and a free permit, in one snapshot, locking nothing: claims of one
+# study never wait on, or skip, its row. Never raises whatever a row holds (study_sql.py): a study whose columns
+# are unusable passes (its timeout counts as not passed) and is quarantined by the claim (study_check.py).
+_NEXT_STUDY = text(f"""
+    SELECT {CHECKED_COLUMNS}, spec, status FROM studies
     WHERE status IN {ACTIVE_STUDY}
       AND id <> ALL(:tried)
       AND NOT {TIMED_OUT_SQL}
       AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')
-      AND (SELECT count(*) FROM trials r WHERE r.study_id = studies.id AND r.state = 'running')
-          < max_concurrent_trials
+      AND EXISTS (SELECT 1 FROM claim_permits p WHERE p.study_id = studies.id AND p.trial_id IS NULL
+                  AND p.slot < studies.max_concurrent_trials)
     ORDER BY created_at, id
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
 """)
 
-# A search slot's index among its study's search slots (confirm runs and extensions interleave numbers): slot
-# i carries enqueue_trials[i].
-_SEARCH_INDEX_SQL = """CASE WHEN t.kind = 'search' THEN (SELECT count(*) FROM trials p WHERE p.study_id = t.study_id
-                       AND p.kind = 'search' AND p.number < t.number) END AS search_index"""
 
-# Runs after the study row is locked, in a new statement (so a fresh snapshot): the running count is exact
-# because every claim of this study holds the same lock.
-_CLAIM_IN_STUDY = text(f"""
-    WITH pick AS (
-        SELECT id FROM trials
-        WHERE study_id = :sid AND state = 'queued'
-          AND (SELECT count(*) FROM trials r WHERE r.study_id = :sid AND r.state = 'running') < :max_concurrent
-        ORDER BY number
+def _claim_in_study_sql(trial_lock: str) -> TextClause:
+    """One statement: a free permit of the study (its concurrency cap as rows, see models.ClaimPermit) and its
+    next queued slot in `number` order, each locked `FOR UPDATE SKIP LOCKED`, the slot leased and the permit
+    held by it, the worker marked busy. Every lookup is one index probe (ix_claim_permits_free, ix_trials_claim),
+    so a claim costs the same at 10 trials or 10^5, and concurrent claims of one study take different rows
+    instead of waiting on each other. `permitted` says whether a permit was free. The study is checked again
+    in this snapshot (still active, its timeout not passed). A permit taken with no slot is given back by
+    rolling back the savepoint around the statement (`_claim_in_study`).
+
+    `trial_lock`: `FOR UPDATE SKIP LOCKED`, or `FOR UPDATE` for the second try when every queued slot was locked
+    by other claims: it waits for them and takes a slot one of them left (rolled back) rather than come back
+    empty while a slot is queued."""
+    return text(f"""
+    WITH permit AS (
+        SELECT study_id, slot FROM claim_permits
+        WHERE study_id = :sid AND trial_id IS NULL AND slot < :max_concurrent
+        ORDER BY slot
         LIMIT 1
         FOR UPDATE SKIP LOCKED
+    ), pick AS (
+        SELECT id FROM trials
+        WHERE study_id = :sid AND state = 'queued' AND EXISTS (SELECT 1 FROM permit)
+          AND EXISTS (SELECT 1 FROM studies WHERE id = :sid AND status IN {ACTIVE_STUDY} AND NOT {TIMED_OUT_SQL})
+        ORDER BY number
+        LIMIT 1
+        {trial_lock}
+    ), claimed AS (
+        UPDATE trials t
+        SET state = 'running', attempts = t.attempts + 1, lease_token = :token, worker_id = :worker_id,
+            lease_expires_at = now() + make_interval(secs => :lease_seconds),
+            started_at = coalesce(t.started_at, now()), failure_reason = NULL
+        FROM pick WHERE t.id = pick.id
+        RETURNING {_CLAIM_COLUMNS}
+    ), held AS (
+        UPDATE claim_permits p SET trial_id = claimed.id FROM claimed, permit
+        WHERE p.study_id = permit.study_id AND p.slot = permit.slot
+    ), busy AS (
+        UPDATE workers w SET current_trial_id = claimed.id, status = 'busy' FROM claimed
+        WHERE w.id = CAST(:worker_id AS int)
     )
-    UPDATE trials t
-    SET state = 'running', attempts = t.attempts + 1, lease_token = :token, worker_id = :worker_id,
-        lease_expires_at = now() + make_interval(secs => :lease_seconds),
-        started_at = coalesce(t.started_at, now()), failure_reason = NULL
-    FROM pick WHERE t.id = pick.id
-    RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count, t.kind, t.train_seed, {_SEARCH_INDEX_SQL}
+    SELECT EXISTS (SELECT 1 FROM permit) AS permitted, claimed.*
+    FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
 """)
+
+
+_CLAIM_COLUMNS = """t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
+                    t.resume_examples, t.fault_count, t.kind, t.train_seed, t.search_index"""
+_CLAIM_SKIPPING = _claim_in_study_sql("FOR UPDATE SKIP LOCKED")
+_CLAIM_WAITING = _claim_in_study_sql("FOR UPDATE")
 
 # A trial this (idle) worker already holds: a claim whose commit reached the database but whose answer never
 # reached the worker (the connection broke in between). The worker takes it back under a new token instead of
-# leaving it to expire; the attempt was already counted.
+# leaving it to expire; the attempt was already counted (and its permit stays held: the trial never stopped
+# running).
 _RECLAIM_OWN = text(f"""
     UPDATE trials t
     SET lease_token = :token, lease_expires_at = now() + make_interval(secs => :lease_seconds)
     WHERE t.id = (SELECT id FROM trials WHERE worker_id = :worker_id AND state = 'running'
                   AND lease_expires_at > now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING t.id, t.study_id, t.number, t.attempts, t.params, t.optuna_trial_id, t.resume_key, t.resume_sha256,
-              t.resume_examples, t.fault_count, t.kind, t.train_seed, {_SEARCH_INDEX_SQL}
+    RETURNING {_CLAIM_COLUMNS}
 """)
 
 
 def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: float) -> tuple[Claim, str] | None:
     """Claim the next runnable slot across active studies, oldest study first. Returns (claim, study_id) or None.
 
-    Studies at their concurrency cap are skipped by the query itself, so however many there are, every study
-    with room is reached; a study passed over is only one whose slots another claim took in the meantime.
+    No study row is locked: a claim takes a free permit of the study and its next queued slot (`number` order),
+    both `SKIP LOCKED`, so any number of workers claim one study at once, and the per-study concurrency cap holds
+    exactly (a trial runs only while it holds one of `max_concurrent_trials` permits). A claim comes back empty
+    only when no active study has a queued slot it could take: one whose free permits are all being taken by
+    other claims is at its cap once they commit, and when every queued slot of a study with a free permit is
+    locked by other claims, the claim waits for them (`_CLAIM_WAITING`) instead of returning empty.
     Safe to retry after a lost connection: a claim that committed unseen is found again (`_RECLAIM_OWN`).
     A study whose row is corrupt, or whose claim fails for a reason that is not transient, is quarantined
     (service/store/quarantine.py) and the claim goes on with the next study."""
@@ -149,7 +181,7 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
                 return _claim(got, token), got.study_id
         tried: list[str] = []
         while True:
-            row = s.execute(_LOCK_NEXT_STUDY, {"tried": tried}).first()
+            row = s.execute(_NEXT_STUDY, {"tried": tried}).first()
             if row is None:
                 return None
             tried.append(row.id)
@@ -159,24 +191,37 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
                 quarantine.mark(s, row.id, "claim", exc)
                 continue
             token = uuid.uuid4()
-            _, got = quarantine.isolated(s, row.id, "claim", _claim_in_study, s, row.id, row.max_concurrent_trials,
-                                         token, worker_id, lease_seconds)
+            got = _claim_in_study(s, row.id, row.max_concurrent_trials, token, worker_id, lease_seconds)
             if got is not None:
+                if row.status == "queued":
+                    lifecycle.mark_started(s, row.id)
                 return _claim(got, token), row.id
 
 
 def _claim_in_study(s: Session, study_id: str, max_concurrent: int, token: uuid.UUID, worker_id: int | None,
                     lease_seconds: float) -> Any:
-    """The study's next queued slot, claimed (its row locked already), or None when another claim took them."""
-    got = s.execute(_CLAIM_IN_STUDY, {"sid": study_id, "max_concurrent": max_concurrent, "token": token,
-                                      "worker_id": worker_id, "lease_seconds": lease_seconds}).first()
-    if got is None:
-        return None
-    lifecycle.mark_started(s, study_id)
-    if worker_id is not None:
-        s.execute(text("UPDATE workers SET current_trial_id = :tid, status = 'busy' WHERE id = :w"),
-                  {"tid": got.id, "w": worker_id})
-    return got
+    """The study's next queued slot, claimed, or None (no permit free, or no slot left to take). Each try runs
+    in a savepoint, rolled back when it took nothing (so a permit it locked is free again at once); a try that
+    fails for a reason that is not transient quarantines the study, like `quarantine.isolated`."""
+    params = {"sid": study_id, "max_concurrent": max_concurrent, "token": token, "worker_id": worker_id,
+              "lease_seconds": lease_seconds}
+    for statement in (_CLAIM_SKIPPING, _CLAIM_WAITING):
+        attempt = s.begin_nested()
+        try:
+            got = s.execute(statement, params).one()
+        except Exception as exc:  # noqa: BLE001 - sorted right below
+            attempt.rollback()
+            if not quarantine.is_poison(exc):
+                raise
+            quarantine.mark(s, study_id, "claim", exc)
+            return None
+        if got.id is not None:
+            attempt.commit()
+            return got
+        attempt.rollback()
+        if not got.permitted:
+            return None
+    return None
 
 
 def _claim(got: Any, token: uuid.UUID) -> Claim:
@@ -402,8 +447,8 @@ def _settle_after(s: Session, study_id: str, track: Callable[[], None] | None, t
     def settle() -> str:
         if track is not None:
             track()
-        status = lifecycle.settle_study(s, study_id)
-        # After the study row is locked (settle_study): a baseline recorded meanwhile is seen (baseline_job.py).
+        status = lifecycle.settle_study(s, study_id, quick=True)
+        # A baseline recorded meanwhile is seen (baseline_job.py).
         if trial_id is not None:
             baseline_job.mark_trial(s, trial_id)
         return status

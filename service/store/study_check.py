@@ -9,7 +9,9 @@ can be built). A row that fails raises CorruptStudy naming the field, and the ca
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -69,6 +71,13 @@ def check_buildable(parsed: StudySpec) -> None:
 
 
 def check_row(row: Any) -> None:
-    """Both checks, on a row read with study_sql.CHECKED_COLUMNS and `spec`."""
+    """Both checks, on a row read with study_sql.CHECKED_COLUMNS and `spec`. A spec that passed once in this
+    process is not parsed again (every claim checks its study's row: parsing the spec and building its sampler
+    costs milliseconds of CPU); one that fails is checked, and fails, every time."""
     check_columns(row)
-    check_spec(row.spec)
+    _check_spec_json(json.dumps(row.spec, sort_keys=True, separators=(",", ":")))
+
+
+@lru_cache(maxsize=256)
+def _check_spec_json(spec_json: str) -> None:
+    check_spec(json.loads(spec_json))
