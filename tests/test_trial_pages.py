@@ -127,3 +127,16 @@ def test_a_cursor_that_does_not_fit_is_a_422_naming_it(client: TestClient, ctx: 
     # OFFSET paging still works, and hands a cursor on too.
     deep = client.get(url, params={"limit": 5, "offset": 10}).json()
     assert [t["number"] for t in deep["items"]] == [10, 11] and deep["next_cursor"] is None
+
+
+def test_the_client_walks_by_cursor_over_a_real_server(live_server: str, token: str, ctx: Context) -> None:
+    from service.client import StsweepClient
+
+    sid = _study(ctx, 23, 2, "client")
+    with StsweepClient(live_server, token) as api:
+        page = api.list_trials(sid, limit=10, order="desc")
+        numbers = [t.number for t in page.items]
+        while page.next_cursor:
+            page = api.list_trials(sid, limit=10, order="desc", cursor=page.next_cursor)
+            numbers += [t.number for t in page.items]
+    assert numbers == list(range(22, -1, -1)) and page.total == 23
