@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
-from service.store import lifecycle, optuna_bridge, studies, warm_start
+from service.store import lifecycle, optuna_bridge, studies, trial_pages, warm_start
 from service.api.deps import ContextDep, SessionsDep, TokenDep
 from service.store.data_refs import check_refs
 from service.core import numeric_limits
 from service.core.errors import InvalidInput, NotFound
-from service.core.schemas import ExtendRequest, Page, StudyPublic, TrialPublic
+from service.core.schemas import ExtendRequest, Page, StudyPublic, TrialPage, TrialPublic
 from service.core.spec import MAX_TRIALS, StudySpec, check_grid_size, check_models_root
 from service.core.states import StudyStatus, TrialState
 
@@ -85,14 +85,17 @@ def read_study(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> St
     return studies.get_study(sessions, study_id)
 
 
-@router.get("/{study_id}/trials", response_model=Page[TrialPublic])
+@router.get("/{study_id}/trials", response_model=TrialPage)
 def list_trials(
     study_id: StudyId, sessions: SessionsDep, _token: TokenDep, offset: Offset = 0, limit: Limit = 100,
     state: TrialState | None = None,
-    sort: studies.SortKey = "number", order: Literal["asc", "desc"] = "asc",
-) -> Page[TrialPublic]:
-    """A page of trials, each with its intermediate values as (examples_seen, value) points."""
-    return studies.list_trials(sessions, study_id, offset, limit, state, sort, order == "desc")
+    sort: trial_pages.SortKey = "number", order: Literal["asc", "desc"] = "asc",
+    cursor: Annotated[str | None, Query(max_length=trial_pages.MAX_CURSOR_CHARS)] = None,
+) -> TrialPage:
+    """A page of trials, each with its intermediate values as (examples_seen, value) points. `next_cursor`
+    (null on the last page) passed back as `cursor` (same sort, order and state) gives the next page at the
+    cost of one page however deep; `offset` still works but reads and drops every row before the page."""
+    return trial_pages.list_trials(sessions, study_id, offset, limit, state, sort, order == "desc", cursor)
 
 
 TrialNumber = Annotated[int, Path(**numeric_limits.field("path.number"))]

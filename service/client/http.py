@@ -37,7 +37,7 @@ from service.artifacts.archive import safe_extract
 from service.client.limits import ClientLimits
 from service.client.model_card import merge_cards, render_model_card
 from service.client.transfer import HeaderDeadline, TransferTooLarge, TransferTooSlow, chunks
-from service.core.schemas import DatasetPublic, Page, StudyPublic, TrialPublic
+from service.core.schemas import DatasetPublic, Page, StudyPublic, TrialPage, TrialPublic
 from service.client.study_files import parse_study_text
 
 _CHUNK = 1024 * 1024
@@ -212,12 +212,18 @@ class StsweepClient:
         return Page[StudyPublic].model_validate(self._request("GET", "/v1/studies", params=params).json())
 
     def list_trials(self, study_id: str, offset: int = 0, limit: int = 100, state: str | None = None,
-                    sort: str = "number", order: str = "asc") -> Page[TrialPublic]:
-        params: dict[str, Any] = {"offset": offset, "limit": limit, "sort": sort, "order": order}
+                    sort: str = "number", order: str = "asc", cursor: str | None = None) -> TrialPage:
+        """A page of trials; pass the page's `next_cursor` as `cursor` (same sort, order and state) for the next
+        one, which costs a page however deep (`offset` reads every row before it)."""
+        params: dict[str, Any] = {"limit": limit, "sort": sort, "order": order}
+        if cursor is not None:
+            params["cursor"] = cursor
+        else:
+            params["offset"] = offset
         if state:
             params["state"] = state
         response = self._request("GET", f"/v1/studies/{_seg(study_id)}/trials", params=params)
-        return Page[TrialPublic].model_validate(response.json())
+        return TrialPage.model_validate(response.json())
 
     def get_trial(self, study_id: str, number: int) -> TrialPublic:
         response = self._request("GET", f"/v1/studies/{_seg(study_id)}/trials/{_seg(number)}")

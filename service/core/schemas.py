@@ -68,6 +68,13 @@ class TrialPublic(BaseModel):
                                       "first")
 
 
+class TrialPage(Page[TrialPublic]):
+    """A page of a study's trials; `next_cursor` (null on the last page) asks for the next one at the cost of a
+    page, however deep (`?cursor=`, instead of `offset`)."""
+
+    next_cursor: str | None = None
+
+
 class BestTrial(BaseModel):
     trial_number: int
     value: float

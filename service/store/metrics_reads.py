@@ -11,7 +11,9 @@ did the work.
 - Expired leases: running trials whose lease has run out and that no reaper has handled yet.
 
 These are totals over the trials still in the database: they drop when a study is deleted, so they are exposed
-as gauges, not counters.
+as gauges, not counters. They are read from `trial_counts` (service/store/trial_counts.py: per-study sums that
+triggers keep in the transaction of every trial change), never by scanning the trials or unpacking their
+histories: a scrape costs a few rows per study, plus the running trials and the workers.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.core.states import STUDY_STATUSES, TRIAL_STATES
+from service.core.states import STUDY_STATUSES
+from service.store import trial_counts
 from service.store.db import session_scope
 
 # Studies that still have trials to run or finish: the per-study series are limited to these.
-OPEN_STUDIES = "('queued', 'running', 'paused')"
-# The `event` of the history entries that queue.reap_expired and queue.release append.
+OPEN_STUDIES = ("queued", "running", "paused")
+# The `event` of the history entries that queue.reap_expired and queue.release append (counted per trial by the
+# trigger of migration 0008_counts into trial_counts.reaps, given_back and given_back_fault).
 REAPED_EVENT = "lease expired"
 GIVEN_BACK_EVENT = "given back"  # a prefix: "given back (worker stopping)", "given back (study stopped)", ...
 
@@ -45,19 +49,8 @@ class QueueSnapshot:
     examples_per_second: float = 0.0
 
 
-_ATTEMPTS = text("""
-    SELECT coalesce(sum(attempts), 0) AS attempts,
-           count(*) FILTER (WHERE state = 'running' AND lease_expires_at < now()) AS leases_expired
-    FROM trials
-""")
-
-_HISTORY = text("""
-    SELECT count(*) FILTER (WHERE h->>'event' = :reaped) AS reaps,
-           count(*) FILTER (WHERE starts_with(h->>'event', :given_back) AND h->>'fault' IS NULL) AS requested,
-           count(*) FILTER (WHERE starts_with(h->>'event', :given_back) AND h->>'fault' IS NOT NULL) AS faults
-    FROM trials t CROSS JOIN LATERAL jsonb_array_elements(t.history) AS h
-    WHERE t.history <> '[]'::jsonb
-""")
+# Running trials whose lease has run out: through the partial index ix_trials_lease (running trials only).
+_LEASES_EXPIRED = text("SELECT count(*) FROM trials WHERE state = 'running' AND lease_expires_at < now()")
 
 # Workers that are not stopped and whose heartbeat is younger than a lease (the workers view's "unresponsive"
 # after that).
@@ -82,24 +75,20 @@ def snapshot(factory: sessionmaker[Session], lease_seconds: float) -> QueueSnaps
     """Every queue number of /metrics, from one read-only transaction (one consistent snapshot)."""
     with session_scope(factory) as s:
         s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        by_state = dict.fromkeys(TRIAL_STATES, 0)
-        by_state.update({state: int(n) for state, n in
-                         s.execute(text("SELECT state, count(*) FROM trials GROUP BY state")).all()})
-        per_study = {(sid, state): int(n) for sid, state, n in s.execute(text(f"""
-            SELECT t.study_id, t.state, count(*) FROM trials t JOIN studies st ON st.id = t.study_id
-            WHERE st.status IN {OPEN_STUDIES} GROUP BY t.study_id, t.state""")).all()}
+        by_state = trial_counts.by_state(s)
+        per_study = trial_counts.by_study_state(s, OPEN_STUDIES)
         statuses = dict.fromkeys(STUDY_STATUSES, 0)
         statuses.update({status: int(n) for status, n in
                          s.execute(text("SELECT status, count(*) FROM studies GROUP BY status")).all()})
-        counts = s.execute(_ATTEMPTS).one()
-        history = s.execute(_HISTORY, {"reaped": REAPED_EVENT, "given_back": GIVEN_BACK_EVENT}).one()
+        sums = trial_counts.totals(s)
+        leases_expired = int(s.execute(_LEASES_EXPIRED).scalar_one())
         alive = {device: int(n) for device, n in
                  s.execute(_WORKERS_ALIVE, {"lease_seconds": lease_seconds}).all()}
         rate = float(s.execute(_TRAINING_RATE).scalar_one())
     return QueueSnapshot(
         trials_by_state=by_state, open_study_trials=per_study, studies_by_status=statuses,
-        claims=int(counts.attempts) + int(history.requested) + int(history.faults),
-        give_backs={"requested": int(history.requested), "fault": int(history.faults)},
-        reaps=int(history.reaps), leases_expired=int(counts.leases_expired),
+        claims=sums.attempts + sums.given_back + sums.given_back_fault,
+        give_backs={"requested": sums.given_back, "fault": sums.given_back_fault},
+        reaps=sums.reaps, leases_expired=leases_expired,
         workers_alive=alive, examples_per_second=rate,
     )

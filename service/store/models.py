@@ -37,6 +37,10 @@ def _seq_column() -> Mapped[int]:
     return mapped_column(BigInteger, server_default=text("nextval('change_seq')"), nullable=False)
 
 
+def _count() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, server_default="0")
+
+
 def _now() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
@@ -175,6 +179,30 @@ class ClaimPermit(Base):
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TrialCount(Base):
+    """Per-study sums over the trials, by state and kind, kept by triggers on `trials` (migration 0008_counts): each
+    change inserts delta rows, folded now and then; a study's numbers are the sum of its rows
+    (service/store/trial_counts.py). A running trial's examples, plan and checkpoint bytes are not counted here
+    while it runs."""
+
+    __tablename__ = "trial_counts"
+    __table_args__ = (Index("ix_trial_counts_study", "study_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    study_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    trials: Mapped[int] = _count()
+    attempts: Mapped[int] = _count()
+    examples: Mapped[int] = _count()
+    seen_of_planned: Mapped[int] = _count()
+    planned: Mapped[int] = _count()
+    checkpoint_bytes: Mapped[int] = _count()
+    reaps: Mapped[int] = _count()
+    given_back: Mapped[int] = _count()
+    given_back_fault: Mapped[int] = _count()
 
 
 class IntermediateValue(Base):

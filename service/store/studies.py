@@ -8,13 +8,13 @@ import math
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import queue, study_check, winner
+from service.store import queue, study_check, trial_counts, trial_pages, winner
 from service.store.baseline_job import MAX_BASELINE_ATTEMPTS
 from service.store.db import session_scope
 from service.core.errors import Conflict, NotFound
@@ -31,7 +31,7 @@ from service.core.schemas import (
 from service.store.eta import ExampleTotals, estimate
 from service.store.ranking import BEST_ORDER_SQL, RANKED_SQL
 from service.core.spec import StudySpec
-from service.core.states import TRIAL_STATES
+from service.core.states import TRIAL_STATES  # noqa: F401  (re-exported: callers read the states here)
 from service.store.trial_rows import TRIAL_COLUMNS, trials_public
 
 def new_study_id() -> str:
@@ -127,8 +127,15 @@ def load_spec(factory: sessionmaker[Session], study_id: str) -> tuple[StudySpec,
     return study_check.parse_spec(row.spec), row.optuna_study_name, row.status
 
 
+def _snapshot(s: Session) -> None:
+    """One read-only snapshot for the whole summary: the counts and the running rows are read by different
+    statements and must agree."""
+    s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+
+
 def get_study(factory: sessionmaker[Session], study_id: str, *, with_spec: bool = True) -> StudyPublic:
     with session_scope(factory) as s:
+        _snapshot(s)
         row = s.execute(text(f"SELECT {_STUDY_COLUMNS} FROM studies WHERE id = :id"), {"id": study_id}).first()
         if row is None:
             raise NotFound(f"study {study_id} not found", field="study_id")
@@ -139,6 +146,7 @@ def list_studies(factory: sessionmaker[Session], offset: int, limit: int,
                  status: str | None = None) -> Page[StudyPublic]:
     where = "WHERE status = :status" if status else ""
     with session_scope(factory) as s:
+        _snapshot(s)
         total = s.execute(text(f"SELECT count(*) FROM studies {where}"), {"status": status}).scalar_one()
         rows = s.execute(text(f"SELECT {_STUDY_COLUMNS} FROM studies {where} ORDER BY created_at DESC, id "
                               "LIMIT :limit OFFSET :offset"),
@@ -148,23 +156,19 @@ def list_studies(factory: sessionmaker[Session], offset: int, limit: int,
 
 
 def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPublic]:
-    """Summaries for many studies with a fixed number of queries (no per-study round trips)."""
+    """Summaries for many studies with a fixed number of queries (no per-study round trips), none of which reads
+    every trial: counts and sums from trial_counts, the best trial by an index probe, the running trials."""
     ids = [r.id for r in rows]
     if not ids:
         return []
-    counts: dict[str, dict[str, int]] = {i: dict.fromkeys(TRIAL_STATES, 0) for i in ids}
-    ckpt_bytes: dict[str, int] = dict.fromkeys(ids, 0)
+    # The per-study sums kept by triggers (trial_counts.py): a few rows per study, however many trials it has.
+    sums = trial_counts.study_sums(s, ids)
+    counts = {i: sums[i].counts() for i in ids}
+    ckpt_bytes = {i: sum(st.checkpoint_bytes for st in sums[i].by_state.values()) for i in ids}
     examples: dict[str, ExampleTotals] = {i: ExampleTotals() for i in ids}
-    # One pass over the trials gives the counts, the checkpoint bytes and the examples the ETA needs.
-    for g in s.execute(
-            text("SELECT study_id, state, count(*) AS n, coalesce(sum(checkpoint_bytes), 0) AS nbytes, "
-                 "coalesce(sum(examples_seen), 0) AS seen, "
-                 "coalesce(sum(examples_seen) FILTER (WHERE planned_examples > 0), 0) AS seen_of_planned, "
-                 "coalesce(sum(planned_examples) FILTER (WHERE planned_examples > 0), 0) AS planned "
-                 "FROM trials WHERE study_id = ANY(:ids) GROUP BY study_id, state"), {"ids": ids}):
-        counts[g.study_id][g.state] = g.n
-        ckpt_bytes[g.study_id] += int(g.nbytes)
-        examples[g.study_id].add(g.state, g.n, int(g.seen), int(g.seen_of_planned), int(g.planned))
+    for i in ids:
+        for state, st in sums[i].by_state.items():
+            examples[i].add(state, st.trials, st.examples, st.seen_of_planned, st.planned)
     best: dict[str, BestTrial] = {}
     # The first trial per study in (objective, number) order, by a LIMIT 1 (a top-1 heap) per study: a
     # DISTINCT ON sorted every complete trial with its params and spilled to disk (bench/api_bench.py).
@@ -180,10 +184,16 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
         best[b.study_id] = BestTrial(trial_number=b.number, value=b.value, params=b.params)
     won = winner.winners(s, ids, best, {r.id for r in rows if _spec_of(r).get("confirm")})
     running: dict[str, list[RunningTrial]] = {i: [] for i in ids}
-    for r in s.execute(text("SELECT study_id, number, examples_seen, planned_examples, eta_seconds FROM trials "
+    # Running trials (at most the workers' worth, through ix_trials_claim) add what the counts leave to them.
+    for r in s.execute(text("SELECT study_id, number, examples_seen, planned_examples, eta_seconds, "
+                            "coalesce(checkpoint_bytes, 0) AS nbytes FROM trials "
                             "WHERE study_id = ANY(:ids) AND state = 'running' ORDER BY number"), {"ids": ids}):
         running[r.study_id].append(RunningTrial(number=r.number, examples_seen=r.examples_seen,
                                                 planned_examples=r.planned_examples, eta_seconds=r.eta_seconds))
+        planned = r.planned_examples or 0
+        examples[r.study_id].add("running", 0, r.examples_seen, r.examples_seen if planned > 0 else 0,
+                                 planned if planned > 0 else 0)
+        ckpt_bytes[r.study_id] += int(r.nbytes)
     out = []
     for r in rows:
         c = counts[r.id]
@@ -234,24 +244,9 @@ def _progress(r: Any, finished: int, budget: int, running: list[RunningTrial], e
                     elapsed_seconds=elapsed, eta_seconds=eta, eta_bound=bound)
 
 
-SortKey = Literal["number", "value", "state", "duration", "attempts"]
-_SORTS: dict[str, str] = {"number": "number", "value": "value", "state": "state", "attempts": "attempts",
-                          "duration": "coalesce(finished_at, now()) - started_at"}
-
-
-def list_trials(factory: sessionmaker[Session], study_id: str, offset: int, limit: int, state: str | None,
-                sort: SortKey = "number", descending: bool = False) -> Page[TrialPublic]:
-    where = "study_id = :sid" + (" AND state = :state" if state else "")
-    order = f"{_SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, number"
-    with session_scope(factory) as s:
-        _require_study(s, study_id)
-        total = s.execute(text(f"SELECT count(*) FROM trials WHERE {where}"),
-                          {"sid": study_id, "state": state}).scalar_one()
-        rows = s.execute(text(f"SELECT {TRIAL_COLUMNS} FROM trials WHERE {where} ORDER BY {order} "
-                              "LIMIT :limit OFFSET :offset"),
-                         {"sid": study_id, "state": state, "limit": limit, "offset": offset}).all()
-        items = trials_public(s, rows)
-    return Page[TrialPublic](items=items, total=total, offset=offset, limit=limit)
+# Trial pages (OFFSET or keyset cursor) live in trial_pages.py.
+SortKey = trial_pages.SortKey
+list_trials = trial_pages.list_trials
 
 
 def get_trial(factory: sessionmaker[Session], study_id: str, number: int) -> TrialPublic:

@@ -293,7 +293,8 @@ async function workersPage() {
 async function studyPage(id) {
   view = {
     page: "study", id, cursor: null, prevCursor: null,
-    table: { offset: 0, limit: PAGE_SIZE, sort: "number", order: "asc", state: "", items: [], total: 0, stale: false, lastFetch: 0 },
+    // Paged by keyset cursor: `cursors[i]` starts page i (null: the first), so Next and Prev cost one page however deep.
+    table: { offset: 0, limit: PAGE_SIZE, sort: "number", order: "asc", state: "", items: [], total: 0, stale: false, lastFetch: 0, cursors: [null], next: null },
     history: new Map(), curves: new Map(), parallel: null, importanceAt: 0, importanceComplete: -1,
   };
   const v = view;
@@ -317,7 +318,7 @@ async function studyPage(id) {
   v.parallel = parallel;
   v.parallelRows = new Map(parallel.trials.number.map((n, i) => [n, { value: parallel.trials.value[i], params: Object.fromEntries(parallel.params.map((p) => [p.name, parallel.trials.params[p.name][i]])) }]));
   drawHistory(v); drawCurves(v); drawParallel(v);
-  v.table.items = trials.items; v.table.total = trials.total;
+  v.table.items = trials.items; v.table.total = trials.total; v.table.next = trials.next_cursor;
   drawTable(v);
   loadImportance(v, importance);
   setLive(true);
@@ -326,8 +327,10 @@ async function studyPage(id) {
 
 function fetchTable(v) {
   const t = v.table;
-  const q = new URLSearchParams({ offset: t.offset, limit: t.limit, sort: t.sort, order: t.order });
+  const q = new URLSearchParams({ limit: t.limit, sort: t.sort, order: t.order });
   if (t.state) q.set("state", t.state);
+  const cursor = t.cursors[Math.floor(t.offset / t.limit)];
+  if (cursor) q.set("cursor", cursor);
   t.lastFetch = Date.now();
   return api(`/v1/studies/${encodeURIComponent(v.id)}/trials?${q}`);
 }
@@ -335,14 +338,25 @@ function fetchTable(v) {
 async function reloadTable(v) {
   const page = await fetchTable(v);
   if (view !== v) return;
-  v.table.items = page.items; v.table.total = page.total; v.table.stale = false;
+  v.table.items = page.items; v.table.total = page.total; v.table.stale = false; v.table.next = page.next_cursor;
   drawTable(v);
+}
+
+// Back to the first page (a new sort or filter: the cursors were made for the old one).
+function firstPage(t) { t.offset = 0; t.cursors = [null]; t.next = null; }
+
+function turnPage(v, step) {
+  const t = v.table, page = Math.floor(t.offset / t.limit);
+  if (step > 0) { if (!t.next) return; t.cursors[page + 1] = t.next; }
+  else if (page === 0) return;
+  t.offset = Math.max(0, t.offset + step * t.limit);
+  reloadTable(v);
 }
 
 function studySkeleton(v) {
   const s = v.summary;
   const action = (verb, label, cls) => el("button", { class: `btn ${cls || ""}`, id: `btn-${verb}`, onclick: () => changeStatus(v, verb) }, label);
-  const stateFilter = el("select", { id: "trial-state-filter", onchange: (e) => { v.table.state = e.target.value; v.table.offset = 0; reloadTable(v); } },
+  const stateFilter = el("select", { id: "trial-state-filter", onchange: (e) => { v.table.state = e.target.value; firstPage(v.table); reloadTable(v); } },
     el("option", { value: "" }, "All states"), STATES.map((st) => el("option", { value: st }, st)));
   return el("div", { class: "stack" },
     el("div", {},
@@ -368,8 +382,8 @@ function studySkeleton(v) {
         el("div", { class: "spacer" }), stateFilter),
       el("div", { class: "table-scroll" }, el("table", { id: "trials-table" }, el("thead", {}, el("tr", { id: "trials-head" })), el("tbody", {}))),
       el("div", { class: "pager" },
-        el("button", { class: "btn", id: "page-prev", onclick: () => { v.table.offset = Math.max(0, v.table.offset - v.table.limit); reloadTable(v); } }, "‹ Prev"),
-        el("button", { class: "btn", id: "page-next", onclick: () => { v.table.offset += v.table.limit; reloadTable(v); } }, "Next ›"),
+        el("button", { class: "btn", id: "page-prev", onclick: () => turnPage(v, -1) }, "‹ Prev"),
+        el("button", { class: "btn", id: "page-next", onclick: () => turnPage(v, 1) }, "Next ›"),
         el("span", { id: "page-info", class: "muted small" }))));
 }
 
@@ -516,7 +530,7 @@ function drawTable(v) {
   $("#trials-head").replaceChildren(...TRIAL_COLUMNS.map(([key, label, sortable]) => el("th", {
     class: [sortable ? "sortable" : "", t.sort === key ? "sorted" : "", t.sort === key && t.order === "desc" ? "desc" : ""].join(" ").trim() || null,
     dataset: key ? { sort: key } : {},
-    onclick: sortable ? () => { if (t.sort === key) t.order = t.order === "asc" ? "desc" : "asc"; else { t.sort = key; t.order = key === "value" && v.summary.objective.direction === "maximize" ? "desc" : "asc"; } t.offset = 0; reloadTable(v); } : null,
+    onclick: sortable ? () => { if (t.sort === key) t.order = t.order === "asc" ? "desc" : "asc"; else { t.sort = key; t.order = key === "value" && v.summary.objective.direction === "maximize" ? "desc" : "asc"; } firstPage(t); reloadTable(v); } : null,
   }, label)));
   const bestNo = v.summary.best ? v.summary.best.trial_number : null;
   $("#trials-table tbody").replaceChildren(...(t.items.length ? t.items.map((r) => el("tr", { dataset: { trial: r.number, state: r.state } },
@@ -537,7 +551,7 @@ function drawTable(v) {
   $("#trials-total").textContent = `${t.total.toLocaleString()}${t.state ? ` ${t.state}` : ""}`;
   $("#page-info").textContent = t.total ? `${(t.offset + 1).toLocaleString()}–${end.toLocaleString()} of ${t.total.toLocaleString()}` : "";
   $("#page-prev").disabled = t.offset === 0;
-  $("#page-next").disabled = end >= t.total;
+  $("#page-next").disabled = !t.next;
 }
 
 // ------------------------------------------------------------------ start
