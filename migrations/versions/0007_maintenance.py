@@ -10,7 +10,9 @@ Create Date: 2027-01-10
 - `reconcile_marks`: the reconciler's queue. A trigger adds a mark in the same transaction as each state change
   that may leave Optuna or the artifact store behind our tables: a trial leaving `running` (finished, failed,
   given back, reaped) or any other state change but a claim, and a study changing status. A round reads the due
-  marks (`ix_reconcile_marks_due`), repairs those studies and trials only, and deletes the marks it read.
+  marks (`ix_reconcile_marks_due`), repairs those studies and trials only, and deletes the marks it read. No
+  foreign key to `studies`: its check would share-lock the study row in every finish, and two finishes that
+  then settle the study (FOR UPDATE) would deadlock; a mark of a deleted study is simply dropped by the round.
 - `ix_trials_optuna_trial`: our row of an Optuna trial, found without reading the study's other rows.
 - `ix_trials_kept`: a study's trials that still hold a final checkpoint (what retention may drop).
 """
@@ -41,11 +43,9 @@ def upgrade() -> None:
         sa.Column('study_id', sa.String(length=40), nullable=False),
         sa.Column('trial_id', sa.BigInteger(), nullable=True),
         sa.Column('due_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.ForeignKeyConstraint(['study_id'], ['studies.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_reconcile_marks_due', 'reconcile_marks', ['due_at', 'id'], unique=False)
-    op.create_index('ix_reconcile_marks_study', 'reconcile_marks', ['study_id'], unique=False)
     op.create_index('ix_trials_optuna_trial', 'trials', ['optuna_trial_id'], unique=False,
                     postgresql_where=sa.text('optuna_trial_id IS NOT NULL'))
     op.create_index('ix_trials_kept', 'trials', ['study_id'], unique=False,
@@ -90,7 +90,6 @@ def downgrade() -> None:
     op.drop_index('ix_trials_kept', table_name='trials', postgresql_where=sa.text('checkpoint_key IS NOT NULL'))
     op.drop_index('ix_trials_optuna_trial', table_name='trials',
                   postgresql_where=sa.text('optuna_trial_id IS NOT NULL'))
-    op.drop_index('ix_reconcile_marks_study', table_name='reconcile_marks')
     op.drop_index('ix_reconcile_marks_due', table_name='reconcile_marks')
     op.drop_table('reconcile_marks')
     op.drop_table('maintenance_lease')

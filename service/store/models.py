@@ -208,13 +208,11 @@ class ReconcileMark(Base):
     that may leave Optuna or the artifact store behind (a trial leaving `running`, a study changing status)."""
 
     __tablename__ = "reconcile_marks"
-    __table_args__ = (
-        Index("ix_reconcile_marks_due", "due_at", "id"),
-        Index("ix_reconcile_marks_study", "study_id"),
-    )
+    __table_args__ = (Index("ix_reconcile_marks_due", "due_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    # No foreign key: its check would share-lock the study row in every finish (see the migration).
+    study_id: Mapped[str] = mapped_column(String(40), nullable=False)
     trial_id: Mapped[int | None] = mapped_column(BigInteger)  # NULL: the study's status changed
     due_at: Mapped[datetime] = _now()
 
