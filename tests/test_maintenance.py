@@ -86,7 +86,7 @@ def test_one_process_runs_the_rounds_and_another_takes_over_when_it_is_killed(ct
         assert procs["b"].wait(timeout=30) == 0
         assert election.current_holder(ctx.sessions) is None, "b gave its lease up when it stopped"
         procs["c"] = _compete(ctx, "c", events)
-        wait_for(lambda: any(e[:2] == ("c", "start") for e in _events(events)), 60, "c to take over")
+        wait_for(lambda: any(e[:2] == ("c", "end") for e in _events(events)), 60, "c to take over")
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -140,6 +140,7 @@ def test_claims_never_wait_on_a_maintenance_round(ctx: Context, tmp_path: Path) 
     worker.maintenance = MaintenanceThread(ctx, 60.0, maintenance=slow)
     begun = time.monotonic()
     assert worker.run(max_trials=3) == 3
+    worker.maintenance.join(60)
     round_start, round_end = slow.span
     claims = worker.claimed_at[-1] - begun
     assert round_start < worker.claimed_at[1] and worker.claimed_at[-1] < round_end, "claimed during the round"
@@ -148,10 +149,12 @@ def test_claims_never_wait_on_a_maintenance_round(ctx: Context, tmp_path: Path) 
     assert election.current_holder(ctx.sessions) is None, "the worker gave the lease up when it stopped"
 
 
-def _finish_one(ctx: Context, value: float = 0.5) -> tuple[str, int]:
-    claim, study_id = queue.claim(ctx.sessions, None, 30)  # type: ignore[misc]
-    queue.finish(ctx.sessions, claim.lease, queue.Finish(state="pruned", value=value), 3)
-    return study_id, claim.lease.trial_id
+def _finish_one_in_each(ctx: Context, n: int) -> list[str]:
+    """Claim n trials (one per study: each study runs one at a time), then finish them all."""
+    claims = [queue.claim(ctx.sessions, None, 30) for _ in range(n)]
+    for claim, _ in claims:  # type: ignore[misc]
+        queue.finish(ctx.sessions, claim.lease, queue.Finish(state="pruned", value=0.5), 3)
+    return [study_id for _, study_id in claims]  # type: ignore[misc]
 
 
 def _bulk_finished(ctx: Context, study_id: str, n: int) -> None:
@@ -167,8 +170,7 @@ def _bulk_finished(ctx: Context, study_id: str, n: int) -> None:
 def test_a_round_reads_only_what_was_marked_since_the_last_one(ctx: Context) -> None:
     ids = [create_study(ctx, contract_study(name=f"s{i}", budget={"n_trials": 3, "max_concurrent_trials": 1}))
            for i in range(5)]
-    finished = sorted(_finish_one(ctx)[0] for _ in ids)
-    assert finished == sorted(ids), "one trial ended in each study"
+    assert sorted(_finish_one_in_each(ctx, len(ids))) == sorted(ids), "one trial ended in each study"
     first = reconcile.reconcile(ctx)
     assert sorted(first.studies) == sorted(ids) and first.rows_read == 5
     again = reconcile.reconcile(ctx)
@@ -199,7 +201,7 @@ def test_a_round_reads_only_what_was_marked_since_the_last_one(ctx: Context) -> 
 def test_a_round_stops_when_its_lease_is_lost(ctx: Context) -> None:
     for i in range(3):
         create_study(ctx, contract_study(name=f"l{i}", budget={"n_trials": 1, "max_concurrent_trials": 1}))
-        _finish_one(ctx)
+    _finish_one_in_each(ctx, 3)
     asked: list[int] = []
 
     def keep_going() -> bool:

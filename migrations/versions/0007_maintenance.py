@@ -14,7 +14,8 @@ Create Date: 2027-01-10
   foreign key to `studies`: its check would share-lock the study row in every finish, and two finishes that
   then settle the study (FOR UPDATE) would deadlock; a mark of a deleted study is simply dropped by the round.
 - `ix_trials_optuna_trial`: our row of an Optuna trial, found without reading the study's other rows.
-- `ix_trials_kept`: a study's trials that still hold a final checkpoint (what retention may drop).
+- `ix_trials_kept`: a study's trials that still hold a final checkpoint (what retention may drop), and
+  `ix_trials_confirm`: its confirm runs (what retention protects): retention costs O(kept), not O(trials).
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def upgrade() -> None:
                     postgresql_where=sa.text('optuna_trial_id IS NOT NULL'))
     op.create_index('ix_trials_kept', 'trials', ['study_id'], unique=False,
                     postgresql_where=sa.text('checkpoint_key IS NOT NULL'))
+    op.create_index('ix_trials_confirm', 'trials', ['study_id'], unique=False,
+                    postgresql_where=sa.text("kind = 'confirm'"))
     op.execute(
         """
         CREATE FUNCTION stsweep_mark_trial() RETURNS trigger AS $$
@@ -87,6 +90,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS trials_mark_reconcile ON trials")
     op.execute("DROP FUNCTION IF EXISTS stsweep_mark_study()")
     op.execute("DROP FUNCTION IF EXISTS stsweep_mark_trial()")
+    op.drop_index('ix_trials_confirm', table_name='trials', postgresql_where=sa.text("kind = 'confirm'"))
     op.drop_index('ix_trials_kept', table_name='trials', postgresql_where=sa.text('checkpoint_key IS NOT NULL'))
     op.drop_index('ix_trials_optuna_trial', table_name='trials',
                   postgresql_where=sa.text('optuna_trial_id IS NOT NULL'))

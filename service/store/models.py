@@ -115,6 +115,7 @@ class Trial(Base):
               postgresql_where=text("state = 'complete' AND rank_key IS NOT NULL")),
         Index("ix_trials_optuna_trial", "optuna_trial_id", postgresql_where=text("optuna_trial_id IS NOT NULL")),
         Index("ix_trials_kept", "study_id", postgresql_where=text("checkpoint_key IS NOT NULL")),
+        Index("ix_trials_confirm", "study_id", postgresql_where=text("kind = 'confirm'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
