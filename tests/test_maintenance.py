@@ -4,7 +4,6 @@ round; a round reads only what was marked since the last one (real PostgreSQL, O
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -137,7 +136,7 @@ def test_claims_never_wait_on_a_maintenance_round(ctx: Context, tmp_path: Path) 
     create_study(ctx, contract_study(name="quick", budget={"n_trials": 3, "max_concurrent_trials": 1}))
     slow = _SlowRound(ctx)
     worker = _QuickTrials(ctx, tmp_path, slow)
-    worker.maintenance = MaintenanceThread(ctx, 60.0, maintenance=slow)
+    worker.maintenance = MaintenanceThread(ctx, 60.0, maintenance=slow, first_after=0.0)
     begun = time.monotonic()
     assert worker.run(max_trials=3) == 3
     worker.maintenance.join(60)

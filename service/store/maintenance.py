@@ -89,24 +89,25 @@ class Maintenance:
 
 
 class MaintenanceThread(threading.Thread):
-    """Runs `Maintenance` every `interval` seconds (the first try at once) until stopped; gives the lease up
-    when it stops. Never dies of an error."""
+    """Runs `Maintenance` every `interval` seconds (the first try `first_after` seconds after it starts: one
+    interval by default) until stopped; gives the lease up when it stops. Never dies of an error."""
 
     def __init__(self, ctx: Context, interval: float, outage: Outage | None = None,
-                 maintenance: Maintenance | None = None) -> None:
+                 maintenance: Maintenance | None = None, first_after: float | None = None) -> None:
         super().__init__(name="stsweep-maintenance", daemon=True)
         self.maintenance = maintenance or Maintenance(ctx, interval, outage)
         self.interval = interval
+        self.first_after = interval if first_after is None else first_after
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        while True:
+        wait = self.first_after
+        while not self.stop_event.wait(wait):
             try:
                 self.maintenance.run()
             except Exception as exc:  # noqa: BLE001 - maintenance must outlive one bad round
                 log.error("maintenance round failed: %s: %s", type(exc).__name__, exc)
-            if self.stop_event.wait(self.interval):
-                break
+            wait = self.interval
         self.maintenance.release()
 
     def stop(self, timeout: float | None = None) -> None:
