@@ -33,7 +33,7 @@ from service.core.spec import StudySpec
 from service.store import (baseline_job, optuna_bridge, quarantine, queue, results, retention, studies,
                            study_check)
 from service.store.optuna_history import HistoryBound
-from service.store.reaper import Maintenance
+from service.store.maintenance import MaintenanceThread
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
 from workers.faults import FAULT_GIVEBACKS_BEFORE_FAILING, Faults, GaveUp, transient
@@ -83,7 +83,9 @@ class Worker:
                                              os.getpid(), device, scheduler, stop=signals.requested)
         self.heartbeat = Heartbeat(ctx.sessions, self.worker_id, ctx.settings.heartbeat_seconds,
                                    ctx.settings.lease_seconds, self.faults.db)
-        self.maintenance = Maintenance(ctx, ctx.settings.reaper_seconds, outage=self.faults.database)
+        # Reaping and reconciling, elected among every worker and API of the deployment: in its own thread, so
+        # a claim never waits on a round (and a deployment with no API still reaps).
+        self.maintenance = MaintenanceThread(ctx, ctx.settings.reaper_seconds, outage=self.faults.database)
         self.current: WarmStudy | None = None
         self.resolve = make_resolver(ctx, ctx.settings.home / "cache" / "datasets")
         self.fault_pause = 0.0  # seconds to wait before the next claim after a trial was given back for a fault
@@ -91,14 +93,12 @@ class Worker:
     def run(self, *, max_trials: int | None = None, exit_when_idle: float | None = None) -> int:
         """Work until signalled (or `max_trials` done, or idle for `exit_when_idle` seconds). Returns trials run."""
         self.heartbeat.start()
+        self.maintenance.start()
         done = 0
         idle_since = time.monotonic()
         log.info("worker %d on %s ready", self.worker_id, self.device)
         try:
             while not self.signals.requested.is_set() and (max_trials is None or done < max_trials):
-                # Re-queue the trials of dead workers, and reconcile, before claiming: no trial waits on a
-                # control plane being up.
-                self.maintain()
                 try:
                     claimed = self.faults.db.call("claim", queue.claim, self.ctx.sessions, self.worker_id,
                                                   self.ctx.settings.lease_seconds, stop=self.signals.requested)
@@ -122,15 +122,10 @@ class Worker:
                 self._pause_after(ending)
         finally:
             self.heartbeat.stop()
+            self.maintenance.stop(timeout=5.0)
             self.faults.db.once("worker stopped", queue.worker_stopped, self.ctx.sessions, self.worker_id)
             shutil.rmtree(self.scratch, ignore_errors=True)
         return done
-
-    def maintain(self) -> None:
-        try:
-            self.maintenance.run()
-        except Exception as exc:  # noqa: BLE001 - the reaper's troubles are never the worker's end
-            log.warning("reaper: %s: %s", type(exc).__name__, exc)
 
     def _pause_after(self, ending: Ending) -> None:
         """After a fault gave a trial back, wait (growing to a minute) before the next claim, so a worker does

@@ -2,7 +2,7 @@
 
 Revision ID: 0007_claims
 Revises: 0006
-Create Date: 2027-01-10
+Create Date: 2026-12-07
 
 - `claim_permits`: a study's concurrency cap as rows, `(study_id, slot)` for slot 0..max_concurrent_trials-1;
   `trial_id` names the running trial that holds the permit (NULL: free). A claim takes a free permit and a queued

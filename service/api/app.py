@@ -14,17 +14,18 @@ from service.api import routes_checkpoints, routes_datasets, routes_tokens
 from service.api import metrics
 from service.api import openapi
 from service.context import Context
-from service.store.reaper import ReaperThread
+from service.store.maintenance import MaintenanceThread
 
 log = logging.getLogger("stsweep.api")
 
 
 def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
-    """The API over one context. The reaper runs beside it unless `run_reaper` is False (tests drive it)."""
+    """The API over one context. The elected maintenance (reaper and reconciler) runs beside it unless
+    `run_reaper` is False (tests drive it)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        reaper = ReaperThread(ctx, ctx.settings.reaper_seconds) if run_reaper else None
+        reaper = MaintenanceThread(ctx, ctx.settings.reaper_seconds) if run_reaper else None
         if reaper:
             reaper.start()
         try:

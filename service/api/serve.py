@@ -49,9 +49,9 @@ class Readiness:
         return True
 
     def _became_ready(self) -> None:
-        from service.store.reaper import ReaperThread
+        from service.store.maintenance import MaintenanceThread
 
-        self.reaper = ReaperThread(self.ctx, self.ctx.settings.reaper_seconds)
+        self.reaper = MaintenanceThread(self.ctx, self.ctx.settings.reaper_seconds)
         self.reaper.start()
         self.ready.set()
 

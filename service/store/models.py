@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -117,6 +118,9 @@ class Trial(Base):
         Index("ix_trials_study_seq", "study_id", "seq"),
         Index("ix_trials_best", "study_id", "rank_key", "number",
               postgresql_where=text("state = 'complete' AND rank_key IS NOT NULL")),
+        Index("ix_trials_optuna_trial", "optuna_trial_id", postgresql_where=text("optuna_trial_id IS NOT NULL")),
+        Index("ix_trials_kept", "study_id", postgresql_where=text("checkpoint_key IS NOT NULL")),
+        Index("ix_trials_confirm", "study_id", postgresql_where=text("kind = 'confirm'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -233,6 +237,33 @@ class Worker(Base):
     scheduler: Mapped[str | None] = mapped_column(String(16))
     scheduler_job: Mapped[str | None] = mapped_column(String(64))
     scheduler_task: Mapped[str | None] = mapped_column(String(64))
+
+
+class MaintenanceLease(Base):
+    """One elected job of the deployment (`maintenance`: the reaper and the reconciler): only the process that
+    holds the row, until `expires_at`, runs a round (service/store/election.py)."""
+
+    __tablename__ = "maintenance_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
+                                                 server_default=text("'-infinity'"))
+    rounds: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class ReconcileMark(Base):
+    """The reconciler's queue: a trigger (see migrations) adds one in the same transaction as each state change
+    that may leave Optuna or the artifact store behind (a trial leaving `running`, a study changing status)."""
+
+    __tablename__ = "reconcile_marks"
+    __table_args__ = (Index("ix_reconcile_marks_due", "due_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # No foreign key: its check would share-lock the study row in every finish (see the migration).
+    study_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    trial_id: Mapped[int | None] = mapped_column(BigInteger)  # NULL: the study's status changed
+    due_at: Mapped[datetime] = _now()
 
 
 class Dataset(Base):

@@ -45,18 +45,24 @@ _CONFIRM_TOP_K = json_int("spec->'confirm'->'top_k'", "0")
 def apply(ctx: Context, study_id: str, keep_top_k: int) -> list[str]:
     """Drop the final checkpoints of complete trials outside the top k (with `confirm`, the top
     max(k, confirm.top_k), so the configurations to be confirmed keep theirs), never the best run of a
-    configuration with confirm runs (the winner's is one of them). Returns the keys deleted."""
+    configuration with confirm runs (the winner's is one of them). Returns the keys deleted.
+
+    O(k + checkpoints kept), whatever the study's size: the k-th best is read from ix_trials_best, the trials
+    that still hold a checkpoint from ix_trials_kept, the confirm runs from ix_trials_confirm."""
     with session_scope(ctx.sessions) as s:
         keys = list(s.execute(text(f"""
-            WITH ranked AS (
-                SELECT t.id, row_number() OVER (ORDER BY {BEST_ORDER_SQL}) AS rank
-                FROM trials t WHERE t.study_id = :sid AND {RANKED_SQL}
+            WITH kept AS (
+                SELECT greatest(:k, (SELECT {_CONFIRM_TOP_K} FROM studies WHERE id = :sid)) AS n
+            ), cutoff AS (
+                SELECT t.rank_key, t.number FROM trials t
+                WHERE t.study_id = :sid AND {RANKED_SQL}
+                ORDER BY {BEST_ORDER_SQL} OFFSET greatest((SELECT n FROM kept) - 1, 0) LIMIT 1
             ), protected AS ({PROTECTED_RUNS_SQL}
             ), dropped AS (
-                SELECT t.id, t.checkpoint_key FROM trials t JOIN ranked r ON r.id = t.id
-                WHERE r.rank > greatest(:k, (SELECT {_CONFIRM_TOP_K} FROM studies
-                                             WHERE id = :sid))
-                  AND t.checkpoint_key IS NOT NULL AND t.id NOT IN (SELECT id FROM protected)
+                SELECT t.id, t.checkpoint_key FROM trials t CROSS JOIN cutoff c
+                WHERE t.study_id = :sid AND t.checkpoint_key IS NOT NULL AND {RANKED_SQL}
+                  AND ((SELECT n FROM kept) = 0 OR (t.rank_key, t.number) > (c.rank_key, c.number))
+                  AND t.id NOT IN (SELECT id FROM protected)
                 FOR UPDATE OF t
             )
             UPDATE trials t SET checkpoint_key = NULL, checkpoint_sha256 = NULL, checkpoint_bytes = NULL
