@@ -15,7 +15,7 @@ rows second, so a trial created meanwhile is simply left for the next round:
   attempt's upload) is deleted, and what a dead worker left undone (retention, resumable checkpoints of ended
   trials) is done.
 
-Only one process reconciles at a time (a PostgreSQL advisory lock); every repair is idempotent. A study whose
+Only one process reconciles at a time (a transaction-level advisory lock); every repair is idempotent. A study whose
 repair fails for a reason that is not transient is quarantined (service/store/quarantine.py); the round goes on.
 """
 
@@ -63,19 +63,18 @@ class Repairs:
 
 @contextmanager
 def _exclusive(ctx: Context) -> Iterator[bool]:
-    """Whether this process holds the reconciler's advisory lock (held on one connection for the round)."""
+    """Whether this process holds the reconciler's lock: a transaction-level advisory lock, held by one open
+    transaction for the round (through PgBouncer in transaction mode that transaction keeps its server
+    connection; a session-level lock would stay on a server connection other clients then use)."""
     with ctx.engine.connect() as conn:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": LOCK_NAME}).scalar())
-        conn.commit()
+        got = bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtext(:n))"), {"n": LOCK_NAME}).scalar())
         try:
             yield got
         finally:
-            if got:
-                try:
-                    conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": LOCK_NAME})
-                    conn.commit()
-                except Exception:  # noqa: BLE001 - a broken connection drops the lock with it
-                    conn.invalidate()
+            try:
+                conn.rollback()  # ends the transaction, and with it the lock
+            except Exception:  # noqa: BLE001 - a broken connection drops the lock with it
+                conn.invalidate()
 
 
 @dataclass(frozen=True)
