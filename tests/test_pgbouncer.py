@@ -5,17 +5,19 @@ connections counted: no session state survives a transaction there, so nothing o
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import optuna
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.api.app import create_app
@@ -134,46 +136,71 @@ def _waiting_on_a_lock(ctx: Context) -> bool:
 
 
 @pytest.mark.slow
-def test_worker_and_api_through_pgbouncer_with_two_connections(settings: Settings, ctx: Context, bounced: Context,
-                                                               bouncer: Bouncer, data_root: Path,
-                                                               tmp_path: Path) -> None:
-    """One real worker process and the real API, both through PgBouncer: a tiny study completes, and the worker
-    never holds more than 2 connections at rest, idle or training."""
-    faultkit.write_pairs(data_root, train=64, dev=24)
+def test_worker_holds_two_connections_idle_and_training(client: TestClient, ctx: Context, settings: Settings,
+                                                        data_root: Path, tmp_path: Path) -> None:
+    """A real worker process straight on PostgreSQL: its rows in pg_stat_activity, idle and while it trains."""
+    database = ctx.engine.url.database
+
+    def backends() -> int:
+        with session_scope(ctx.sessions) as s:
+            return int(s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
+                                      "AND application_name = 'stsweep-worker'"), {"d": database}).scalar_one())
+
+    idle, busy = _run_tiny_study(client, settings, backends, data_root, tmp_path)
+    assert max(idle) <= 2 and max(busy) <= 2, (idle, busy)
+    assert min(idle) >= 1 and min(busy) >= 1, (idle, busy)
+
+
+@pytest.mark.slow
+def test_worker_and_api_through_pgbouncer(bounced: Context, bouncer: Bouncer, ctx: Context, data_root: Path,
+                                          tmp_path: Path) -> None:
+    """One real worker process and the real API (uvicorn), both through PgBouncer: a tiny study completes, and
+    the worker never has more than 2 client connections open there, idle or training."""
     token = create_token(bounced.sessions, "pgbouncer")
-    worker_settings = bounced.settings.model_copy(update={"reaper_seconds": 3600.0})
-    proc = start_worker(worker_settings, tmp_path / "worker.log", "--exit-when-idle", "4")
-    try:
-        with serve_in_thread(create_app(bounced, run_reaper=False)) as base, \
-                httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-            wait_for(lambda: _worker_clients(bouncer) > 0 and api.get("/v1/workers").json()["items"], 60,
-                     "the worker registered")
-            idle = _sample(lambda: _worker_clients(bouncer), 1.5)
-            body = faultkit.tiny_study("bounced", train=64, budget={"n_trials": 1, "max_concurrent_trials": 1})
-            r = api.post("/v1/studies", json=body)
-            assert r.status_code == 201, r.text
-            study_id = r.json()["id"]
-            wait_for(lambda: api.get(f"/v1/studies/{study_id}").json()["counts"].get("running"), 60,
-                     "the trial running")
-            busy = _sample(lambda: _worker_clients(bouncer), 2.0)
-            wait_for(lambda: api.get(f"/v1/studies/{study_id}").json()["status"] == "completed", 120,
-                     "the study completed")
-            trials = api.get(f"/v1/studies/{study_id}/trials").json()["items"]
-        assert proc.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert [t["state"] for t in trials] == ["complete"] and trials[0]["value"] is not None
+    with serve_in_thread(create_app(bounced, run_reaper=False)) as base, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+        idle, busy = _run_tiny_study(api, bounced.settings, lambda: _worker_clients(bouncer), data_root, tmp_path)
     assert max(idle) <= 2 and max(busy) <= 2, (idle, busy)
     assert min(idle) >= 1 and min(busy) >= 1, (idle, busy)
     with session_scope(ctx.sessions) as s:
         assert s.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one() == 0
 
 
-def _sample(count: Any, seconds: float) -> list[int]:
+def _run_tiny_study(api: httpx.Client | TestClient, settings: Settings, count: Callable[[], int], data_root: Path,
+                    tmp_path: Path) -> tuple[list[int], list[int]]:
+    """Start one worker, count its connections while it idles, submit a one-trial study, count them while it
+    trains; the study must complete and the worker stop cleanly on SIGTERM. Returns the two samples."""
+    faultkit.write_pairs(data_root, train=32, dev=24)
+    # No maintenance round nor periodic checkpoint in the sampled windows: a worker at rest.
+    worker_settings = settings.model_copy(update={"reaper_seconds": 3600.0, "checkpoint_every_seconds": 3600.0})
+    log = tmp_path / "worker.log"
+    proc = start_worker(worker_settings, log)
+    try:
+        wait_for(lambda: count() > 0 and api.get("/v1/workers").json()["items"], 120, "the worker registered")
+        idle = _sample(count, 1.5)
+        body = faultkit.tiny_study("counted", train=32, budget={"n_trials": 1, "max_concurrent_trials": 1})
+        r = api.post("/v1/studies", json=body)
+        assert r.status_code == 201, r.text
+        study_id = r.json()["id"]
+        wait_for(lambda: api.get(f"/v1/studies/{study_id}").json()["counts"].get("running"), 120,
+                 "the trial running")
+        busy = _sample(count, 2.0)
+        wait_for(lambda: api.get(f"/v1/studies/{study_id}").json()["status"] == "completed", 300,
+                 "the study completed")
+        trials = api.get(f"/v1/studies/{study_id}/trials").json()["items"]
+        assert [t["state"] for t in trials] == ["complete"] and trials[0]["value"] is not None, trials
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return idle, busy
+
+
+def _sample(count: Callable[[], int], seconds: float) -> list[int]:
     found, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
-        found.append(int(count()))
+        found.append(count())
         time.sleep(0.05)
     return found
