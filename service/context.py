@@ -21,20 +21,29 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """`pool_size`: connections kept open at rest, for our tables and Optuna's together (one pool);
+    `max_overflow` more (default `pool_size`) open for a burst. `application_name` names the process in
+    `pg_stat_activity`."""
+
     settings: Settings
     database_url: str
+    pool_size: int = 10
+    max_overflow: int | None = None
+    application_name: str = "stsweep"
     engine: Engine = field(init=False)
     sessions: SessionFactory = field(init=False)
 
     def __post_init__(self) -> None:
-        self.engine = make_engine(self.database_url)
+        self.engine = make_engine(self.database_url, pool_size=self.pool_size, max_overflow=self.max_overflow,
+                                  application_name=self.application_name)
         self.sessions = make_sessionmaker(self.engine)
 
     @cached_property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        from service.store import optuna_bridge
+        """Optuna's storage on this context's engine: its connections come out of the same pool as ours."""
+        from service.store import optuna_storage
 
-        return optuna_bridge.storage(self.database_url, self.settings.optuna_schema)
+        return optuna_storage.on_engine(self.engine, self.settings.optuna_schema)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

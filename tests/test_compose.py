@@ -190,19 +190,34 @@ def test_settings_accept_the_services_environment(services: dict[str, Any]) -> N
 
 
 def test_database_url_points_at_the_postgres_service(services: dict[str, Any]) -> None:
+    """Migrations go to postgres directly; the API and the workers through the pgbouncer service, in transaction
+    pool mode, which reaches the same database with the same credentials."""
     pg_env = {k: interpolate(v) for k, v in environment(services["postgres"]).items()}
-    for name in ("migrate", "api", "worker"):
+    credentials = (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"])
+    for name, host in (("migrate", "postgres"), ("api", "pgbouncer"), ("worker", "pgbouncer")):
         url = make_url(interpolate(environment(services[name])["STSWEEP_DATABASE_URL"]))
-        assert (url.host, url.port or 5432) == ("postgres", 5432), name
-        assert (url.username, url.password, url.database) == (
-            pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"]), name
+        assert (url.host, url.port or 5432) == (host, 5432), name
+        assert (url.username, url.password, url.database) == credentials, name
+    bouncer = services["pgbouncer"]
+    bouncer_env = {k: interpolate(v) for k, v in environment(bouncer).items()}
+    upstream = make_url(bouncer_env["DATABASE_URL"])
+    assert (upstream.host, upstream.port) == ("postgres", 5432)
+    assert (upstream.username, upstream.password, upstream.database) == credentials
+    assert bouncer_env["POOL_MODE"] == "transaction"
+    # PostgreSQL 16 stores SCRAM verifiers: PgBouncer must hold the password itself to log in with it.
+    assert bouncer_env["AUTH_TYPE"] == "scram-sha-256"
+    assert int(bouncer_env["DEFAULT_POOL_SIZE"]) < 100 <= int(bouncer_env["MAX_CLIENT_CONN"])
+    assert bouncer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in " ".join(bouncer["healthcheck"]["test"])
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy", name
 
 
 # ----------------------------------------------------------------------------------------------- the wiring
 
 
 def test_services_exist(services: dict[str, Any]) -> None:
-    assert {"postgres", "s3", "s3-init", "migrate", "api", "worker"} <= set(services)
+    assert {"postgres", "pgbouncer", "s3", "s3-init", "migrate", "api", "worker"} <= set(services)
 
 
 def test_postgres_has_a_volume_and_a_pg_isready_healthcheck(compose: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from service.settings import Settings
 from tests.cli_args import check_cli_args
@@ -28,6 +29,7 @@ OVERLAYS = ("cpu", "gpu")
 KUBERNETES_VERSION = "1.32"  # the schemas checked against (kubernetes-validate bundles them)
 SETTINGS_VARS = {f"STSWEEP_{name.upper()}" for name in Settings.model_fields}
 IMAGE_TARGETS = {"stsweep-api": "api", "stsweep-worker": "worker"}  # image name -> Dockerfile target
+PGBOUNCER = "pgbouncer"  # its Deployment and Service (base/pgbouncer.yaml)
 WRITABLE_VOLUMES = ("emptyDir",)
 Obj = dict[str, Any]
 
@@ -68,8 +70,10 @@ def generated(objs: list[Obj], kind: str, base_name: str) -> Obj:
     return found[0]
 
 
-def pod_specs(objs: list[Obj]) -> dict[str, Obj]:
-    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objs if o["kind"] in ("Deployment", "Job")}
+def pod_specs(objs: list[Obj], *, ours_only: bool = True) -> dict[str, Obj]:
+    """The pod spec of every workload running stsweep's images (and, with ours_only=False, PgBouncer's too)."""
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objs if o["kind"] in ("Deployment", "Job")
+            and (not ours_only or o["metadata"]["name"] != PGBOUNCER)}
 
 
 def container(objs: list[Obj], workload: str) -> Obj:
@@ -101,9 +105,9 @@ def test_every_object_validates_against_the_pinned_kubernetes_schemas(overlay: t
     name, objs = overlay
     kinds = sorted((o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] in ("ConfigMap", "Secret")
                     else o["metadata"]["name"]) for o in objs)
-    assert kinds == [("ConfigMap", "stsweep-settings"), ("Deployment", "stsweep-api"),
+    assert kinds == [("ConfigMap", "stsweep-settings"), ("Deployment", "pgbouncer"), ("Deployment", "stsweep-api"),
                      ("Deployment", "stsweep-worker"), ("Job", "stsweep-migrate"), ("Namespace", "stsweep"),
-                     ("Secret", "stsweep-secrets"), ("Service", "stsweep-api")], name
+                     ("Secret", "stsweep-secrets"), ("Service", "pgbouncer"), ("Service", "stsweep-api")], name
     for obj in objs:
         try:
             checked = kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -155,7 +159,8 @@ def test_the_settings_accept_the_values_and_every_container_gets_them(overlay: t
     settings = Settings(_env_file=None, **{k.removeprefix("STSWEEP_").lower(): v for k, v in values.items()})
     assert settings.database_url and settings.artifact_location().startswith("s3://"), name
     assert settings.database_url.startswith("postgresql+psycopg2://")
-    assert ".invalid" in settings.database_url, "the placeholder must fail loudly (an unresolvable host)"
+    direct = make_url(config_values(objs)["DIRECT_DATABASE_URL"].strip())
+    assert direct.host and direct.host.endswith(".invalid"), "the placeholder must fail loudly (an unresolvable host)"
     settings_map = generated(objs, "ConfigMap", "stsweep-settings")["metadata"]["name"]
     secret = generated(objs, "Secret", "stsweep-secrets")["metadata"]["name"]
     for workload, spec in pod_specs(objs).items():
@@ -245,10 +250,11 @@ def test_pods_run_as_the_images_non_root_user_with_nothing_to_escalate(overlay: 
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     (uid,) = dockerfile_uids()
     assert uid != 0
-    for workload, spec in pod_specs(objs).items():
+    for workload, spec in pod_specs(objs, ours_only=False).items():
         where = f"{name}/{workload}"
         pod = spec["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == uid and pod["runAsGroup"] == uid, where
+        expected = 70 if workload == PGBOUNCER else uid  # PgBouncer's image runs as its postgres user
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == pod["runAsGroup"] == expected != 0, where
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec["automountServiceAccountToken"] is False, where
         # A Service named stsweep would inject STSWEEP_PORT=tcp://... into every pod: no service links.
@@ -259,7 +265,7 @@ def test_pods_run_as_the_images_non_root_user_with_nothing_to_escalate(overlay: 
             assert sc["allowPrivilegeEscalation"] is False and not sc.get("privileged"), where
             assert sc["capabilities"] == {"drop": ["ALL"]}, where
             assert sc["readOnlyRootFilesystem"] is True, where
-            assert sc.get("runAsUser", uid) != 0 and sc.get("runAsNonRoot", True) is True, where
+            assert sc.get("runAsUser", expected) != 0 and sc.get("runAsNonRoot", True) is True, where
 
 
 def test_what_stsweep_writes_is_on_scratch_volumes(overlay: tuple[str, list[Obj]]) -> None:
@@ -270,8 +276,8 @@ def test_what_stsweep_writes_is_on_scratch_volumes(overlay: tuple[str, list[Obj]
     (hf_home,) = set(re.findall(r"\bHF_HOME=(\S+)", text))
     assert "WORKDIR /home/stsweep" in text
     needs = {"stsweep-api": {"/tmp", "/home/stsweep"}, "stsweep-migrate": {"/tmp", "/home/stsweep"},
-             "stsweep-worker": {"/tmp", "/home/stsweep", hf_home, "/dev/shm"}}
-    for workload, spec in pod_specs(objs).items():
+             "stsweep-worker": {"/tmp", "/home/stsweep", hf_home, "/dev/shm"}, PGBOUNCER: {"/etc/pgbouncer"}}
+    for workload, spec in pod_specs(objs, ours_only=False).items():
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         (c,) = spec["containers"]
         mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
@@ -280,3 +286,36 @@ def test_what_stsweep_writes_is_on_scratch_volumes(overlay: tuple[str, list[Obj]
             volume = volumes[mount["name"]]
             assert any(kind in volume for kind in WRITABLE_VOLUMES) and not mount.get("readOnly"), (workload, path)
             assert volume["emptyDir"].get("sizeLimit"), f"{workload}: {path} has no sizeLimit"
+
+
+def test_the_api_and_workers_go_through_pgbouncer_and_migrations_go_direct(overlay: tuple[str, list[Obj]]) -> None:
+    """PgBouncer (transaction pooling) reaches PostgreSQL at DIRECT_DATABASE_URL; the API and the workers reach it
+    through its Service with the same database, user and password; the migrate Job alone goes direct."""
+    name, objs = overlay
+    values = config_values(objs)
+    direct, bounced = (make_url(values[k].strip()) for k in ("DIRECT_DATABASE_URL", "STSWEEP_DATABASE_URL"))
+    assert (bounced.username, bounced.password, bounced.database) == (direct.username, direct.password,
+                                                                       direct.database), name
+    service = one(objs, "Service", PGBOUNCER)
+    (port,) = service["spec"]["ports"]
+    assert (bounced.host, bounced.port or 5432) == (PGBOUNCER, port["port"]), name
+    deployment = one(objs, "Deployment", PGBOUNCER)
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    for workload in ("stsweep-api", "stsweep-worker"):
+        labels = one(objs, "Deployment", workload)["spec"]["template"]["metadata"]["labels"]
+        assert not service["spec"]["selector"].items() <= labels.items(), workload
+    (bouncer,) = deployment["spec"]["template"]["spec"]["containers"]
+    repository, tag = image_name(bouncer["image"])
+    assert repository == "pgbouncer" and tag and tag != "latest", bouncer["image"]
+    (container_port,) = bouncer["ports"]
+    assert port["targetPort"] == container_port["name"]
+    env = {e["name"]: e for e in bouncer["env"]}
+    secret = generated(objs, "Secret", "stsweep-secrets")["metadata"]["name"]
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "DIRECT_DATABASE_URL"}
+    assert env["POOL_MODE"]["value"] == "transaction" and env["AUTH_TYPE"]["value"] == "scram-sha-256"
+    assert int(env["DEFAULT_POOL_SIZE"]["value"]) < 100 <= int(env["MAX_CLIENT_CONN"]["value"])
+    migrate = {e["name"]: e for e in container(objs, "stsweep-migrate").get("env", [])}
+    assert migrate["STSWEEP_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": secret,
+                                                                             "key": "DIRECT_DATABASE_URL"}
+    for workload in ("stsweep-api", "stsweep-worker"):
+        assert "STSWEEP_DATABASE_URL" not in {e["name"] for e in container(objs, workload).get("env", [])}

@@ -104,7 +104,10 @@ def run_worker(settings: Settings, *, gpus: str | None = "all", trials_per_gpu: 
     job = scheduler_job(os.environ)  # the SLURM array job and task this worker runs in, if it does
     if job is not None:
         log.info("running in %s job %s", job.scheduler, job.label)
-    ctx = Context(settings, url)
+    # One pool for our tables and Optuna's: at rest a worker holds at most 2 connections (its loop and its
+    # heartbeat thread); a burst (a maintenance round, a checkpoint recorded while the heartbeat beats) opens up
+    # to 2 more, closed as soon as they are returned.
+    ctx = Context(settings, url, pool_size=2, max_overflow=2, application_name="stsweep-worker")
     log.info("worker on %s joins database %s%s", device, shown_url(url), " (embedded)" if settings.embedded else "")
     try:
         worker = Worker(ctx, device, signals, scheduler=job)
@@ -139,7 +142,7 @@ def supervise(settings: Settings, url: str, gpu_ids: list[int], per_gpu: int, ma
                 cmd += ["--exit-when-idle", str(exit_when_idle)]
             name = f"worker {'cpu' if gpu < 0 else f'gpu {gpu}'} slot {slot}"
             specs.append(ChildSpec(name, cmd, env, clean_exit_ends=True))
-    ctx = Context(settings, url)
+    ctx = Context(settings, url, pool_size=1, max_overflow=1, application_name="stsweep-supervisor")
     supervisor = Supervisor(specs, cap=settings.restart_backoff_max_seconds, on_exit=lease_releaser(ctx.sessions))
     received: list[int] = []
 

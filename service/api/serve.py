@@ -107,7 +107,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     from service.local.embedded_pg import database_url
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ctx = Context(settings, database_url(settings))
+    ctx = Context(settings, database_url(settings), application_name="stsweep-api")
     readiness = Readiness(ctx)
     if not readiness.try_once():
         log.warning("database not reachable (%s): serving /healthz only, 503 elsewhere, until it answers",

@@ -16,15 +16,21 @@ from service.core.errors import DatabaseUnavailable
 SessionFactory: TypeAlias = sessionmaker[Session]
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for our tables. pre_ping: long trials leave connections idle for an hour."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None,
+                application_name: str = "stsweep") -> Engine:
+    """An engine for our tables (and, through `optuna_storage.on_engine`, Optuna's). pre_ping: long trials leave
+    connections idle for an hour. The pool keeps at most `pool_size` connections open at rest; `max_overflow`
+    more (default `pool_size`) are opened for a burst and closed when returned. Nothing here keeps session
+    state (no startup `options`, no SET, no server-side prepared statements), so the URL may name PgBouncer
+    in transaction mode; `application_name` tells the processes apart in `pg_stat_activity`."""
     return create_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60, "application_name": "stsweep"},
+        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60,
+                      "application_name": application_name},
     )
 
 

@@ -20,12 +20,14 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from service.core.spec import CategoricalDistribution, FloatDistribution, IntDistribution, StudySpec
+from service.store import optuna_storage
+from service.store.db import make_engine
 from service.store.fraction_pruner import PLANNED_ATTR, ScheduleFractionPruner
-from service.store.optuna_history import BoundedStorage, HistoryBound, ensure_indexes
+from service.store.optuna_history import BoundedStorage, HistoryBound
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,28 +37,18 @@ INFEASIBLE_CONSTRAINT = "fits_device_memory"
 
 
 def ensure_schema(database_url: str, schema: str) -> None:
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, poolclass=NullPool)
     try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        optuna_storage.ensure_schema(engine, schema)
     finally:
         engine.dispose()
 
 
 @functools.lru_cache(maxsize=8)
 def storage(database_url: str, schema: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on the same server, its tables (and its alembic_version) in their own schema."""
-    ensure_schema(database_url, schema)
-    url = make_url(database_url).render_as_string(hide_password=False)
-    rdb = optuna.storages.RDBStorage(
-        url,
-        engine_kwargs={
-            "pool_pre_ping": True,
-            "connect_args": {"options": f"-csearch_path={schema}", "connect_timeout": 5},
-        },
-    )
-    ensure_indexes(rdb)
-    return rdb
+    """Optuna's RDB storage on the same server, its tables (and its alembic_version) in their own schema, on an
+    engine of its own (a running process uses its Context's, which shares our pool: `Context.optuna_storage`)."""
+    return optuna_storage.on_engine(make_engine(database_url, pool_size=1), schema)
 
 
 def bounded(store: optuna.storages.BaseStorage, history: HistoryBound | None = None) -> optuna.storages.BaseStorage:
