@@ -94,7 +94,8 @@ def _parquet(extra: pa.Array) -> bytes:
 
 
 def _upload(client: TestClient, data: bytes, columns: dict[str, str] | None) -> Any:
-    params = {"task": "scored_pairs", "filename": "t.parquet", "score_range": "-1e9,1e9"}  # the widest range (numeric_limits)
+    # the widest score range service/core/numeric_limits.py allows
+    params = {"task": "scored_pairs", "filename": "t.parquet", "score_range": "-1e9,1e9"}
     if columns:
         params["columns"] = json.dumps(columns)
     return client.post("/v1/datasets", params=params, content=data,
