@@ -73,11 +73,12 @@ class HeaderDeadline:
             self.cancel()
 
     def _arm(self) -> None:
+        timer = threading.Timer(self.seconds, self._fire)
+        timer.daemon = True
         with self._lock:
             self.cancel_locked()
-            self._timer = threading.Timer(self.seconds, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._timer = timer
+        timer.start()  # outside the lock: a Ctrl-C while the thread starts never leaves the lock held
 
     def _fire(self) -> None:
         with self._lock:
@@ -95,5 +96,11 @@ class HeaderDeadline:
             self._timer = None
 
     def cancel(self) -> None:
-        with self._lock:
+        """Disarm. Never waits long on the lock: `_fire` holds it only for a socket shutdown, and a cancel on
+        the way out of a Ctrl-C must not hang the command."""
+        locked = self._lock.acquire(timeout=1.0)
+        try:
             self.cancel_locked()
+        finally:
+            if locked:
+                self._lock.release()
