@@ -272,7 +272,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--private", action="store_true", help="always use a private cluster")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "scale_results.json")
     a = ap.parse_args(argv)
-    a.workers = [int(x) for x in (a.workers or ("2,4" if a.quick else "16,64,256")).split(",")]
+    a.workers = [int(x) for x in (a.workers or ("2" if a.quick else "16,64,256")).split(",")]
     a.seconds = a.seconds if a.seconds is not None else (2.0 if a.quick else 30.0)
     a.slots = a.slots if a.slots is not None else (2_000 if a.quick else 20_000)
     a.bg_claimers = a.bg_claimers if a.bg_claimers is not None else (1 if a.quick else 4)

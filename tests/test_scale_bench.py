@@ -31,18 +31,18 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:  # type
 def test_claims_part_reports_throughput_latency_empty_claims_and_duplicates(quick: tuple[dict, str]) -> None:  # type: ignore[type-arg]
     result, stdout = quick
     runs = {(r["workers"], r["optuna"]): r for r in result["part_a"]}
-    assert set(runs) == {(2, False), (4, False), (2, True), (4, True)}
+    assert set(runs) == {(2, False), (2, True)}
     for r in runs.values():
         assert r["processes_reported"] == r["workers"] and r["errors"] == 0, r["error_samples"]
         assert r["claims"] > 0 and r["claims_per_s"] > 0
         assert 0 < r["claim"]["p50_ms"] <= r["claim"]["p99_ms"]
         assert r["finish"]["n"] == r["claims"]
-        assert isinstance(r["empty_claims_while_queued"], int) and r["empty_claims_while_queued"] >= 0
+        assert r["empty_claims_while_queued"] == 0, r  # the claim never comes back empty while a slot is queued
         assert r["duplicates"] and all(v == 0 for v in r["duplicates"].values()), r["duplicates"]
         assert r["connections_per_worker"] > 0
-    for r in (runs[(2, True)], runs[(4, True)]):  # ask/tell measured, enqueued slots checked
-        assert r["ask"]["n"] > 0 and r["tell"]["n"] > 0 and r["first_join_s"] is not None
-        assert "enqueued_configurations_off_their_slot" in r["duplicates"]
+    with_optuna = runs[(2, True)]  # ask/tell measured, enqueued slots checked
+    assert with_optuna["ask"]["n"] > 0 and with_optuna["tell"]["n"] > 0 and with_optuna["first_join_s"] is not None
+    assert "enqueued_configurations_off_their_slot" in with_optuna["duplicates"]
     assert "claim p99 < 50 ms at 256 processes" in stdout and "empty*" in stdout
 
 
