@@ -155,14 +155,20 @@ class Series:
         return self.pct(95)
 
 
-def timed_get(client, url: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def timed_response(client, url: str):  # type: ignore[no-untyped-def]
+    """(milliseconds, the response) of one GET that must answer 200, its body read whole."""
     t = time.perf_counter()
     r = client.get(url)
     body = r.content
     dt = (time.perf_counter() - t) * 1000
     if r.status_code != 200:
         raise RuntimeError(f"GET {url} answered {r.status_code}: {body[:500]!r}")
-    return dt, len(body)
+    return dt, r
+
+
+def timed_get(client, url: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    dt, r = timed_response(client, url)
+    return dt, len(r.content)
 
 
 def measure(args: argparse.Namespace) -> int:

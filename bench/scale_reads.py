@@ -21,6 +21,8 @@ import statistics
 import time
 from typing import Any
 
+from bench.api_bench import timed_response
+
 CURSOR_PARAMS = ("cursor", "after", "after_number", "start_after", "page_token", "next", "from_number")
 
 
@@ -30,13 +32,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _get(client: Any, url: str) -> tuple[float, Any]:
-    t = time.perf_counter()
-    r = client.get(url)
-    body = r.content
-    dt = (time.perf_counter() - t) * 1000
-    if r.status_code != 200:
-        raise RuntimeError(f"GET {url} answered {r.status_code}: {body[:300]!r}")
-    return dt, r
+    return timed_response(client, url)  # type: ignore[no-any-return]
 
 
 def keyset_param(client: Any, base: str) -> str | None:
