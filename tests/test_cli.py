@@ -163,8 +163,11 @@ def test_submit_ls_status_control_watch_best_pull(cli_env: dict[str, str], serve
     assert status_via_api() in ("queued", "running")
 
     # Ctrl-C leaves a watch cleanly: exit 130, no traceback.
+    # Ctrl-C reaches it as in a terminal, even when this run's own SIGINT is ignored (a background job of a
+    # non-interactive shell starts with SIGINT ignored, and a child inherits that).
     watcher = subprocess.Popen([str(STSWEEP), "status", study_id, "--watch"], env=cli_env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert watcher.stdout is not None and study_id in watcher.stdout.readline()  # watching now
         watcher.send_signal(signal.SIGINT)
