@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.routes_studies import study_id_param
+from service.api.routes_studies import study_id_shape
 from service.store.checkpoints import trial_number_param
 from service.client.http import StsweepClient, StsweepClientError
 from service.context import Context
@@ -285,7 +285,7 @@ def test_path_traversal_in_ids_is_not_found(client: TestClient, ctx: Context, ro
         with pytest.raises(NotFound):
             validate_id(bad)
         with pytest.raises(NotFound):
-            study_id_param(bad)
+            study_id_shape(bad)
         with pytest.raises(NotFound):
             trial_number_param(bad)
     assert client.get(f"/v1/datasets/{ds['id']}").status_code == 200  # the real one is still there

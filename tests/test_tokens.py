@@ -17,7 +17,7 @@ from service.store.db import session_scope
 from service.store.tokens import create_token, hash_token, list_tokens, revoke_token, verify_token
 from tests.test_cli import ok, one_line_error, stsweep
 
-FIELDS = {"id", "name", "created_at", "last_used_at", "expires_at", "revoked_at"}
+FIELDS = {"id", "name", "project", "role", "created_at", "last_used_at", "expires_at", "revoked_at"}
 
 
 def _id(ctx: Context, name: str) -> int:
@@ -82,7 +82,11 @@ def test_a_revoked_token_gets_401_and_another_still_works(client: TestClient, ct
 
 
 def test_revoking_the_token_in_use_works_and_the_next_request_is_401(client: TestClient, ctx: Context) -> None:
-    assert client.delete(f"/v1/tokens/{_id(ctx, 'tests')}").status_code == 204
+    mine = _id(ctx, "tests")
+    r = client.delete(f"/v1/tokens/{mine}")
+    assert r.status_code == 409 and "last admin token" in r.json()["error"]["message"], r.text  # nobody left
+    create_token(ctx.sessions, "second-admin")
+    assert client.delete(f"/v1/tokens/{mine}").status_code == 204
     assert client.get("/v1/tokens").status_code == 401
 
 
@@ -111,7 +115,7 @@ def test_deleting_an_unknown_token_is_404(client: TestClient, bad_id: str) -> No
 
 def test_store_create_verify_revoke(ctx: Context) -> None:
     plain = create_token(ctx.sessions, "plain")  # the old signature still works
-    assert verify_token(ctx.sessions, plain) == "plain"
+    assert verify_token(ctx.sessions, plain).name == "plain"
     with pytest.raises(InvalidInput):
         create_token(ctx.sessions, "bad", expires_in_seconds=0)
     with pytest.raises(InvalidInput):
@@ -148,7 +152,7 @@ def db_env(database_url: str, tmp_path: Path) -> dict[str, str]:
 def test_cli_token_create_ls_revoke(db_env: dict[str, str], ctx: Context, tmp_path: Path) -> None:
     secret = ok(stsweep("token", "create", "--name", "ci-bot", "--expires-in", "30d", env=db_env, cwd=tmp_path))
     secret = secret.strip()
-    assert secret.startswith("sts_") and verify_token(ctx.sessions, secret) == "ci-bot"
+    assert secret.startswith("sts_") and verify_token(ctx.sessions, secret).name == "ci-bot"
     created = next(t for t in list_tokens(ctx.sessions) if t.name == "ci-bot")
     assert created.expires_at is not None
     assert timedelta(days=30) - timedelta(minutes=5) < created.expires_at - datetime.now(timezone.utc) \

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from service.api import errors, routes_dashboard, routes_health, routes_studies
 from service.api.guard import RequestGuard
-from service.api import routes_checkpoints, routes_datasets, routes_tokens
+from service.api import routes_checkpoints, routes_datasets, routes_projects, routes_tokens
 from service.api import metrics
 from service.api import openapi
 from service.context import Context
@@ -48,6 +48,7 @@ def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
     app.include_router(routes_datasets.router)
     app.include_router(routes_checkpoints.router)
     app.include_router(routes_tokens.router)
+    app.include_router(routes_projects.router)
     app.include_router(routes_dashboard.router)
     metrics.install(app, ctx)  # /metrics, and the latency middleware: outermost, after every other middleware
     openapi.install(app)  # every status each operation can answer, with the error schema

@@ -30,6 +30,8 @@ STATUS: dict[type[errors.StsweepError], tuple[int, str]] = {
     errors.PayloadTooLarge: (413, "payload_too_large"),
     errors.RequestTimeout: (408, "request_timeout"),
     errors.Unauthorized: (401, "unauthorized"),
+    errors.Forbidden: (403, "forbidden"),
+    errors.QuotaExceeded: (429, "quota_exceeded"),
     errors.DatabaseUnavailable: (503, "database_unavailable"),
     errors.StorageError: (503, "storage_unavailable"),
     errors.UnsafeArchive: (422, "unsafe_archive"),

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.body_meter import MeteredBody
 from service.api.request_bounds import check_request
 from service.context import Context
+from service.core.access import Principal
 from service.core.errors import DatabaseUnavailable, PayloadTooLarge, RequestTimeout, StsweepError, Unauthorized
 from service.core.body_limits import json_depth_problem
 from service.store.tokens import verify_token
@@ -123,12 +124,12 @@ class RequestGuard:
     async def _check_token(self, scope: Scope) -> tuple[Message, Message] | None:
         token = _bearer(scope)
         try:
-            name = await run_in_threadpool(verify_token, self.ctx.sessions, token)
+            principal = await run_in_threadpool(verify_token, self.ctx.sessions, token)
         except Unauthorized as exc:
             return error_message(401, "unauthorized", exc.message, extra=[(b"www-authenticate", b"Bearer")])
         except DatabaseUnavailable as exc:
             return error_message(503, "database_unavailable", exc.message)
-        scope.setdefault("state", {})["token_name"] = name
+        scope.setdefault("state", {})["principal"] = principal
         return None
 
     async def _bounded(self, scope: Scope, body: MeteredBody, send: Send) -> Receive | None:
@@ -260,7 +261,7 @@ def _content_length(scope: Scope) -> int | None:
     return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 20 else None
 
 
-def token_name(scope: dict[str, Any]) -> str | None:
-    """The name of the token the guard verified for this request, if any."""
+def verified_principal(scope: dict[str, Any]) -> Principal | None:
+    """The token the guard verified for this request, if any."""
     state = scope.get("state") or {}
-    return state.get("token_name")
+    return state.get("principal")

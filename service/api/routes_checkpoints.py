@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from service.store import checkpoints
-from service.api.deps import ContextDep, TokenDep
+from service.api.deps import VIEWER, ContextDep
 from service.api.routes_studies import StudyId
 from service.store.checkpoints import Checkpoint
 from service.context import Context
@@ -67,19 +67,20 @@ _RANGE_HEADERS: dict[str, Any] = {"parameters": [
 
 
 @router.head("/{study_id}/best-checkpoint", operation_id="head_best_checkpoint", response_class=Response,
-             openapi_extra=_RANGE_HEADERS)
+             openapi_extra=_RANGE_HEADERS, dependencies=VIEWER)
 @router.get("/{study_id}/best-checkpoint", operation_id="download_best_checkpoint",
-            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS)
-def download_best_checkpoint(study_id: StudyId, request: Request, ctx: ContextDep, _token: TokenDep) -> Response:
+            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS,
+            dependencies=VIEWER)
+def download_best_checkpoint(study_id: StudyId, request: Request, ctx: ContextDep) -> Response:
     """The best complete trial's final model folder as an uncompressed tar (resumable with Range)."""
     return _serve(request, ctx, checkpoints.best_checkpoint(ctx.sessions, study_id))
 
 
 @router.head("/{study_id}/trials/{number}/checkpoint", operation_id="head_trial_checkpoint",
-             response_class=Response, openapi_extra=_RANGE_HEADERS)
+             response_class=Response, openapi_extra=_RANGE_HEADERS, dependencies=VIEWER)
 @router.get("/{study_id}/trials/{number}/checkpoint", operation_id="download_trial_checkpoint",
-            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS)
-def download_trial_checkpoint(study_id: StudyId, number: TrialNumber, request: Request, ctx: ContextDep,
-                              _token: TokenDep) -> Response:
+            response_class=StreamingResponse, responses=_TAR_RESPONSES, openapi_extra=_RANGE_HEADERS,
+            dependencies=VIEWER)
+def download_trial_checkpoint(study_id: StudyId, number: TrialNumber, request: Request, ctx: ContextDep) -> Response:
     """A finished trial's final checkpoint, while it still has one (404 otherwise, saying why)."""
     return _serve(request, ctx, checkpoints.trial_checkpoint(ctx.sessions, study_id, number))

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.store import dashboard_reads as q
 from service.store import studies
-from service.api.deps import ContextDep, SessionsDep, TokenDep
+from service.api.deps import VIEWER, Caller, ContextDep, SessionsDep
 from service.api.routes_studies import StudyId
 from service.api.dashboard import STATIC_DIR, plotly_js
 from service.api.dashboard import importance as imp
@@ -59,8 +59,8 @@ def static_asset(name: str) -> FileResponse:
 # ------------------------------------------------------------------ live updates
 
 
-@router.get("/v1/studies/{study_id}/changes")
-def study_changes(study_id: StudyId, sessions: SessionsDep, _token: TokenDep,
+@router.get("/v1/studies/{study_id}/changes", dependencies=VIEWER)
+def study_changes(study_id: StudyId, sessions: SessionsDep,
                   cursor: Annotated[int, Query(**numeric_limits.field("query.cursor"))] = 0) -> Response:
     """What changed since `cursor`: trials written since (each with only its new intermediate points), the
     study summary when anything changed, and the new cursor. `more`: more changes wait, ask again at once."""
@@ -73,27 +73,27 @@ def study_changes(study_id: StudyId, sessions: SessionsDep, _token: TokenDep,
 # ------------------------------------------------------------------ charts
 
 
-@router.get("/v1/studies/{study_id}/charts/history")
-def chart_history(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> Response:
+@router.get("/v1/studies/{study_id}/charts/history", dependencies=VIEWER)
+def chart_history(study_id: StudyId, sessions: SessionsDep) -> Response:
     """Complete trials' objective values by trial number, and the best so far."""
     return _json(q.history(sessions, study_id))
 
 
-@router.get("/v1/studies/{study_id}/charts/curves")
-def chart_curves(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> Response:
+@router.get("/v1/studies/{study_id}/charts/curves", dependencies=VIEWER)
+def chart_curves(study_id: StudyId, sessions: SessionsDep) -> Response:
     """Learning curves: intermediate values vs examples seen; pruned trials say where they stopped."""
     return _json(q.curves(sessions, study_id))
 
 
-@router.get("/v1/studies/{study_id}/charts/parallel")
-def chart_parallel(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> Response:
+@router.get("/v1/studies/{study_id}/charts/parallel", dependencies=VIEWER)
+def chart_parallel(study_id: StudyId, sessions: SessionsDep) -> Response:
     """Searched hyperparameters vs the objective, for complete trials."""
     spec, _, _ = studies.load_spec(sessions, study_id)
     return _json(q.parallel(sessions, study_id, imp.describe(spec.model_dump(mode="json"))))
 
 
-@router.get("/v1/studies/{study_id}/charts/importance")
-async def chart_importance(study_id: StudyId, sessions: SessionsDep, _token: TokenDep) -> Response:
+@router.get("/v1/studies/{study_id}/charts/importance", dependencies=VIEWER)
+async def chart_importance(study_id: StudyId, sessions: SessionsDep) -> Response:
     """Optuna's fANOVA importance over the most recent complete trials (cached until they change)."""
     done = await run_in_threadpool(q.complete_trials, sessions, study_id, imp.MAX_TRIALS)
     result = await run_in_threadpool(imp.compute, study_id, done.version, done.study.spec, done.study.direction,
@@ -106,8 +106,11 @@ async def chart_importance(study_id: StudyId, sessions: SessionsDep, _token: Tok
 # ------------------------------------------------------------------ workers
 
 
-@router.get("/v1/workers")
-def list_workers(ctx: ContextDep, _token: TokenDep) -> Response:
-    """Every live worker (and the most recently stopped): host, device, current trial, heartbeat age."""
-    items = q.workers(ctx.sessions, stale_after_seconds=ctx.settings.lease_seconds)
+@router.get("/v1/workers", dependencies=VIEWER)
+def list_workers(ctx: ContextDep, principal: Caller) -> Response:
+    """Every live worker (and the most recently stopped): host, device, current trial, heartbeat age. The fleet
+    is shared, so every token sees every worker; a trial of a project the token does not see shows as busy
+    with no study or trial named."""
+    items = q.workers(ctx.sessions, stale_after_seconds=ctx.settings.lease_seconds,
+                      project=principal.project_filter(None))
     return _json({"items": [w.model_dump(mode="json") for w in items], "total": len(items)})

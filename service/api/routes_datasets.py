@@ -24,12 +24,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from service.store import datasets
-from service.api.deps import ContextDep, SessionsDep, TokenDep
+from service.store import datasets, projects
+from service.api.deps import MEMBER, VIEWER, Caller, ContextDep, SessionsDep
+from service.api.routes_studies import ProjectParam
 from service.store.datasets import Spool
 from service.core.schemas import DatasetPublic
 from service.core import numeric_limits
-from service.core.errors import InvalidInput, StsweepError
+from service.core.errors import InvalidInput, NotFound, StsweepError
 from service.core.schemas import Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -38,7 +39,17 @@ _FIELDS = ("task", "columns", "score_range", "format", "header")
 _MAX_FIELD = 64 * 1024
 _BOUNDARY = re.compile(rb"^[ -~]{1,200}$")
 
-DatasetId = Annotated[str, Depends(datasets.validate_id)]
+def dataset_in_scope(dataset_id: str, principal: Caller, sessions: SessionsDep) -> str:
+    """A data set id the token sees: anything else (not shaped like an id, no such data set, another project's)
+    is the same 404."""
+    datasets.validate_id(dataset_id)
+    project = datasets.project_of(sessions, dataset_id)
+    if project is None or not principal.sees(project):
+        raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+    return dataset_id
+
+
+DatasetId = Annotated[str, Depends(dataset_in_scope)]
 Offset = Annotated[int, Query(**numeric_limits.field("query.offset"))]
 Limit = Annotated[int, Query(**numeric_limits.field("query.limit"))]
 
@@ -139,9 +150,10 @@ def _boundary(content_type: str) -> bytes:
     return boundary
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
+             dependencies=MEMBER)
 async def upload_dataset(
-    request: Request, ctx: ContextDep, _token: TokenDep, response: Response,
+    request: Request, ctx: ContextDep, principal: Caller, response: Response, project: ProjectParam = None,
     task: str | None = None, columns: str | None = None, score_range: str | None = None,
     filename: Annotated[str | None, Query(max_length=1000)] = None,
     format_: Annotated[str | None, Query(alias="format")] = None,
@@ -152,7 +164,10 @@ async def upload_dataset(
     existing data set when the same bytes were uploaded before (same id, one copy). 413 past the size limit or
     past the data file limits on rows and decoded size (README, "Data files"), 422 naming the limit or the row
     and column at fault (a cell too large, a column too many, nesting, text that is not text); a refused upload
-    leaves nothing behind."""
+    leaves nothing behind. The data set goes to the token's project (an admin may name another in `project`);
+    de-duplication is per project."""
+    owner = principal.target_project(project)  # before reading the body
+    await run_in_threadpool(projects.require_project, ctx.sessions, owner)
     limit = ctx.settings.max_upload_bytes  # of the file; the request guard counts the whole body (api/guard.py)
     query = {"task": task, "columns": columns, "score_range": score_range, "format": format_, "header": header}
     content_type = request.headers.get("content-type", "")
@@ -177,28 +192,28 @@ async def upload_dataset(
                     await run_in_threadpool(spool.write, chunk)
             name = filename or ""
         dataset, created = await run_in_threadpool(datasets.ingest, ctx, spool, datasets.clean_filename(name),
-                                                   opts)
+                                                   opts, owner)
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return dataset
 
 
-@router.get("", response_model=Page[DatasetPublic], response_model_exclude_none=True)
-def list_datasets(sessions: SessionsDep, _token: TokenDep, offset: Offset = 0,
-                  limit: Limit = 50) -> Page[DatasetPublic]:
-    """Data sets, newest first (without previews)."""
-    return datasets.list_datasets(sessions, offset, limit)
+@router.get("", response_model=Page[DatasetPublic], response_model_exclude_none=True, dependencies=VIEWER)
+def list_datasets(sessions: SessionsDep, principal: Caller, offset: Offset = 0,
+                  limit: Limit = 50, project: ProjectParam = None) -> Page[DatasetPublic]:
+    """Data sets, newest first (without previews): the token's project's (an admin's: all, or `project`'s)."""
+    return datasets.list_datasets(sessions, offset, limit, principal.project_filter(project))
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
-def read_dataset(dataset_id: DatasetId, sessions: SessionsDep, _token: TokenDep) -> DatasetPublic:
+@router.get("/{dataset_id}", response_model=DatasetPublic, dependencies=VIEWER)
+def read_dataset(dataset_id: DatasetId, sessions: SessionsDep) -> DatasetPublic:
     """Columns (name, type, role), row count, duplicates, a preview of the first rows, and the studies using it."""
     return datasets.get_dataset(sessions, dataset_id)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: DatasetId, ctx: ContextDep, _token: TokenDep) -> Response:
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=MEMBER)
+def delete_dataset(dataset_id: DatasetId, ctx: ContextDep) -> Response:
     """Delete the data set and its stored file; 409 while a study references it."""
     datasets.delete_dataset(ctx, dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

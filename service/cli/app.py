@@ -6,7 +6,6 @@ never imports FastAPI and `stsweep serve` never imports torch.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from service.cli.extras import require_extra
 from service.cli.inert import clean
 from service.cli.slurm_commands import slurm_app
 from service.cli.worker_command import worker
-from service.core.numeric_limits import limit
+from service.core.durations import parse_duration
 
 if TYPE_CHECKING:
     from service.store.db import SessionFactory
@@ -49,21 +48,6 @@ def db_upgrade() -> None:
 
     url = prepare_database(load_settings())
     typer.echo(f"database is up to date ({url.split('@')[-1]})")
-
-
-_DURATION = re.compile(r"(\d+)([smhd])", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str) -> int:
-    """Seconds in a duration like 30d, 12h, 90m or 3600s (a positive whole number and one unit)."""
-    match = _DURATION.fullmatch(value.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not a duration like 30d, 12h, 90m or 3600s")
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-    if limit("token.expires_in_seconds").problem(seconds) is not None:
-        raise ValueError(f"{value!r} is longer than the limit, 100 years")
-    return seconds
 
 
 @contextmanager

@@ -36,6 +36,16 @@ class Unauthorized(StsweepError):
     """No token, or not a valid one."""
 
 
+class Forbidden(StsweepError):
+    """The token's role may not do this (HTTP 403, naming the role). Never used for what another project holds:
+    that does not exist for the caller (NotFound)."""
+
+
+class QuotaExceeded(StsweepError):
+    """A project quota on a count (active studies, queued plus running trials) would be passed (HTTP 429).
+    `field` names the quota; a quota on bytes is a PayloadTooLarge naming it instead (HTTP 413)."""
+
+
 class DatabaseUnavailable(StsweepError):
     """PostgreSQL cannot be reached right now."""
 

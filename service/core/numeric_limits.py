@@ -135,6 +135,11 @@ NUMERIC_LIMITS: dict[str, Bound] = {
     "token.expires_in_seconds": Bound(0, MAX_DURATION_SECONDS, "now() + make_interval(secs => ...) in "
                                       "api_tokens.expires_at (timestamptz), Python datetime when listed",
                                       low_open=True),
+    "project.share": Bound(0, 1_000_000, "projects.share (double precision): a weight, claims in proportion",
+                           low_open=True),
+    "project.max_active_studies": Bound(0, INT32_MAX, "projects.max_active_studies (INTEGER)"),
+    "project.max_trials": Bound(0, INT64_MAX, "projects.max_trials (BIGINT): queued plus running trials"),
+    "project.max_stored_bytes": Bound(0, INT64_MAX, "projects.max_stored_bytes (BIGINT)"),
     "query.offset": Bound(0, 10_000_000, "SQL OFFSET (BIGINT); pages past it are refused, not scanned"),
     "query.limit": Bound(1, 500, "SQL LIMIT: one page"),
     "query.cursor": Bound(0, INT64_MAX, "the change sequence (BIGINT)"),

@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core import numeric_limits
+from service.core.access import PROJECT_PATTERN, Role
 
 T = TypeVar("T")
 
@@ -141,6 +142,7 @@ class Progress(BaseModel):
 class StudyPublic(BaseModel):
     id: str
     name: str
+    project: str
     status: str
     status_reason: str | None
     created_at: datetime
@@ -181,6 +183,7 @@ class ColumnInfo(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
+    project: str
     sha256: str
     filename: str
     format: str
@@ -198,10 +201,68 @@ class TokenPublic(BaseModel):
 
     id: int
     name: str
+    project: str
+    role: str
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+class TokenCreate(BaseModel):
+    """A new token of `project` with `role`; `expires_in`: seconds, or a duration like "30d" (null: never)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    project: str = Field(default="default", pattern=PROJECT_PATTERN, max_length=63)
+    role: Role = "member"
+    expires_in: int | str | None = Field(default=None, description='seconds, or "30d", "12h", "90m", "3600s"')
+
+
+class TokenCreated(TokenPublic):
+    """The new token's secret, shown this once: only its hash is stored."""
+
+    token: str
+
+
+class ProjectQuotas(BaseModel):
+    """Quotas (null: unlimited) and the fair-share weight of a project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(default=1.0, **numeric_limits.field("project.share"))
+    max_active_studies: int | None = Field(default=None, **numeric_limits.field("project.max_active_studies"))
+    max_trials: int | None = Field(default=None, **numeric_limits.field("project.max_trials"))
+    max_stored_bytes: int | None = Field(default=None, **numeric_limits.field("project.max_stored_bytes"))
+
+
+class ProjectCreate(ProjectQuotas):
+    name: str = Field(pattern=PROJECT_PATTERN, max_length=63)
+
+
+class ProjectUpdate(BaseModel):
+    """The fields sent are changed (a quota set to null: unlimited again); the rest stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float | None = Field(default=None, **numeric_limits.field("project.share"))
+    max_active_studies: int | None = Field(default=None, **numeric_limits.field("project.max_active_studies"))
+    max_trials: int | None = Field(default=None, **numeric_limits.field("project.max_trials"))
+    max_stored_bytes: int | None = Field(default=None, **numeric_limits.field("project.max_stored_bytes"))
+
+
+class ProjectUsage(BaseModel):
+    active_studies: int
+    trials: int  # queued plus running
+    stored_bytes: int  # data sets plus final checkpoints
+
+
+class ProjectPublic(ProjectQuotas):
+    name: str
+    data_dir: str
+    created_at: datetime
+    usage: ProjectUsage
 
 
 class ErrorDetail(BaseModel):

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.core.access import PROJECT_PATTERN
 from service.core import body_limits, numeric_limits
 from service.core.numeric_limits import field as bounded
 from service.core.errors import InvalidInput
@@ -526,6 +527,8 @@ class StudySpec(_Strict):
     confirm: ConfirmSpec | None = None
     # An earlier study whose best configurations are enqueued first (prepended to enqueue_trials when stored).
     warm_start_from: str | None = Field(default=None, pattern=STUDY_ID_PATTERN)
+    # The project the study belongs to (None: the token's own; only an admin names another).
+    project: str | None = Field(default=None, pattern=PROJECT_PATTERN, max_length=63)
 
     @field_validator("base_model")
     @classmethod

@@ -208,17 +208,21 @@ def complete_trials(factory: sessionmaker[Session], study_id: str, cap: int) -> 
 # ------------------------------------------------------------------ workers
 
 
-def workers(factory: sessionmaker[Session], stale_after_seconds: float) -> list[WorkerPublic]:
-    """Every worker that is not stopped, then the 50 most recently stopped; busy ones say which trial."""
+def workers(factory: sessionmaker[Session], stale_after_seconds: float,
+            project: str | None = None) -> list[WorkerPublic]:
+    """Every worker that is not stopped, then the 50 most recently stopped; busy ones say which trial when it
+    is one of `project`'s studies (None: any project's)."""
     with session_scope(factory) as s:
         rows = s.execute(text("""
             SELECT w.id, w.host, w.pid, w.device, w.status, w.trials_done, w.started_at, w.last_heartbeat_at,
                    extract(epoch FROM now() - w.last_heartbeat_at) AS age, t.study_id, t.number, t.examples_seen,
                    t.planned_examples, w.scheduler, w.scheduler_job, w.scheduler_task
             FROM workers w LEFT JOIN trials t ON t.id = w.current_trial_id
+              AND (CAST(:project AS text) IS NULL
+                   OR EXISTS (SELECT 1 FROM studies st WHERE st.id = t.study_id AND st.project = :project))
             WHERE w.status <> 'stopped' OR w.id IN (
                 SELECT id FROM workers WHERE status = 'stopped' ORDER BY stopped_at DESC NULLS LAST LIMIT 50)
-            ORDER BY w.status = 'stopped', w.host, w.id""")).all()
+            ORDER BY w.status = 'stopped', w.host, w.id"""), {"project": project}).all()
     out = []
     for r in rows:
         status = r.status

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.core.access import DEFAULT_PROJECT
 from service.store.db import session_scope
 from service.core.errors import InvalidInput
 from service.core.spec import DataRef, StudySpec
@@ -26,21 +27,24 @@ def resolve_path(data_root: Path | None, ref_path: str, field: str) -> Path:
     return candidate
 
 
-def check_refs(factory: sessionmaker[Session], data_root: Path | None, spec: StudySpec) -> dict[str, str]:
-    """Validate every reference; returns {role: dataset_id} for uploaded datasets."""
+def check_refs(factory: sessionmaker[Session], data_root: Path | None, spec: StudySpec,
+               project: str = DEFAULT_PROJECT) -> dict[str, str]:
+    """Validate every reference; returns {role: dataset_id} for uploaded datasets (of `project`: another
+    project's data set does not exist for the study)."""
     used: dict[str, str] = {}
     for role, ref in spec.data.refs().items():
         field = f"data.{role}"
         if ref.path is not None:
             resolve_path(data_root, ref.path, f"{field}.path")
         elif ref.dataset_id is not None:
-            _require_dataset(factory, ref, f"{field}.dataset_id")
+            _require_dataset(factory, ref, f"{field}.dataset_id", project)
             used[role] = ref.dataset_id
     return used
 
 
-def _require_dataset(factory: sessionmaker[Session], ref: DataRef, field: str) -> None:
+def _require_dataset(factory: sessionmaker[Session], ref: DataRef, field: str, project: str) -> None:
     with session_scope(factory) as s:
-        found = s.execute(text("SELECT 1 FROM datasets WHERE id = :id"), {"id": ref.dataset_id}).first()
+        found = s.execute(text("SELECT 1 FROM datasets WHERE id = :id AND project = :p"),
+                          {"id": ref.dataset_id, "p": project}).first()
     if found is None:
         raise InvalidInput(f"no dataset {ref.dataset_id!r} (upload it with POST /v1/datasets)", field=field)

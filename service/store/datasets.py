@@ -3,13 +3,16 @@
 An upload is first spooled to a local temp file (size limit enforced chunk by chunk, sha256 computed on the
 way), parsed and checked with service/core/tabular for the declared task, with the settings' read limits (rows,
 decoded bytes, columns, cell and line bytes, JSON nesting: core/limits.py), and only then published to the store at
-``datasets/<sha256>.<format>``. So a refused upload (too large, malformed, a bad row) never leaves anything in
-the store, and the same bytes always give the same id (``ds_`` + the first 16 hex digits of the sha256) and one
-object. Publishing and deleting one sha256 are serialised by a transaction-scoped advisory lock.
+``datasets/<project>/<sha256>.<format>`` (the `default` project: ``datasets/<sha256>.<format>``, as before
+projects). So a refused upload (too large, malformed, a bad row) never leaves anything in the store, and the same
+bytes in one project always give the same id and one object. De-duplication is per project: another project's
+upload of the same bytes gets its own id and its own object, so nothing tells one project what another holds.
+Publishing and deleting one (project, sha256) are serialised by a transaction-scoped advisory lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts.store import HashingWriter
 from service.context import Context
+from service.core.access import DEFAULT_PROJECT
 from service.store.db import session_scope
 from service.core.score_range import parse_score_range
 from service.core.errors import Conflict, InvalidInput, NotFound
@@ -49,8 +53,12 @@ class UploadOptions:
     header: bool = True  # False: a CSV / TSV without a header row, columns by position
 
 
-def dataset_id_for(sha256: str) -> str:
-    return "ds_" + sha256[:16]
+def dataset_id_for(sha256: str, project: str = DEFAULT_PROJECT) -> str:
+    """``ds_`` + 16 hex digits: of the content's sha256 in the `default` project (as before projects), else of a
+    hash of the project and the content (ids of one file in two projects are unrelated)."""
+    if project == DEFAULT_PROJECT:
+        return "ds_" + sha256[:16]
+    return "ds_" + hashlib.sha256(f"{project}\0{sha256}".encode()).hexdigest()[:16]
 
 
 def validate_id(dataset_id: str) -> str:
@@ -60,8 +68,10 @@ def validate_id(dataset_id: str) -> str:
     return dataset_id
 
 
-def storage_key(sha256: str, fmt: str) -> str:
-    return f"datasets/{sha256}.{fmt}"
+def storage_key(sha256: str, fmt: str, project: str = DEFAULT_PROJECT) -> str:
+    if project == DEFAULT_PROJECT:
+        return f"datasets/{sha256}.{fmt}"
+    return f"datasets/{project}/{sha256}.{fmt}"
 
 
 # ---------------------------------------------------------------- upload options
@@ -174,10 +184,11 @@ class Spool:
 # ---------------------------------------------------------------- ingest
 
 
-def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tuple[DatasetPublic, bool]:
-    """Check the spooled upload for ``opts.task`` and publish it. Returns (dataset, created).
+def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions,
+           project: str = DEFAULT_PROJECT) -> tuple[DatasetPublic, bool]:
+    """Check the spooled upload for ``opts.task`` and publish it in `project`. Returns (dataset, created).
 
-    Same bytes already stored: the row is returned as is (created False), after the bytes were checked for this
+    Same bytes already stored in the project: the row is returned as is (created False), after the bytes were checked for this
     upload's task too; a different declared format for the same bytes is a Conflict.
     """
     spool.finish()
@@ -195,11 +206,12 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tu
         raise
     columns = [{"name": f.name, "type": str(f.type), "role": report.roles.get(f.name)} for f in table.schema]
     sha = spool.sha256
-    dataset_id = dataset_id_for(sha)
-    key = storage_key(sha, fmt)
+    dataset_id = dataset_id_for(sha, project)
+    key = storage_key(sha, fmt, project)
     with session_scope(ctx.sessions) as s:
-        _lock(s, sha)
-        existing = s.execute(text("SELECT format FROM datasets WHERE sha256 = :sha"), {"sha": sha}).first()
+        _lock(s, project, sha)
+        existing = s.execute(text("SELECT format FROM datasets WHERE project = :p AND sha256 = :sha"),
+                             {"sha": sha, "p": project}).first()
         if existing is not None:
             if existing.format != fmt:
                 raise Conflict(f"these bytes are already dataset {dataset_id}, stored as {existing.format}, "
@@ -210,10 +222,10 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tu
             try:
                 s.execute(text("""
                     INSERT INTO datasets (id, sha256, filename, format, size_bytes, storage_key, row_count, columns,
-                                          duplicate_rows, preview)
+                                          duplicate_rows, preview, project)
                     VALUES (:id, :sha, :filename, :fmt, :size, :key, :rows, CAST(:columns AS jsonb), :dups,
-                            CAST(:preview AS jsonb))"""),
-                    {"id": dataset_id, "sha": sha, "filename": filename, "fmt": fmt, "size": spool.size,
+                            CAST(:preview AS jsonb), :project)"""),
+                    {"id": dataset_id, "sha": sha, "project": project, "filename": filename, "fmt": fmt, "size": spool.size,
                      "key": key, "rows": report.row_count, "columns": json.dumps(columns),
                      "dups": report.duplicate_rows, "preview": json.dumps(_json_safe(report.preview))})
                 s.flush()
@@ -224,9 +236,10 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions) -> tu
     return get_dataset(ctx.sessions, dataset_id, with_users=False), created
 
 
-def _lock(s: Session, sha256: str) -> None:
-    """Serialise publish / delete of one content hash (until the transaction ends)."""
-    s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": "stsweep-dataset:" + sha256})
+def _lock(s: Session, project: str, sha256: str) -> None:
+    """Serialise publish / delete of one content hash in one project (until the transaction ends)."""
+    s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+              {"k": f"stsweep-dataset:{project}:{sha256}"})
 
 
 def _json_safe(value: Any) -> Any:
@@ -246,11 +259,11 @@ def _json_safe(value: Any) -> Any:
 # ---------------------------------------------------------------- reading
 
 
-_COLUMNS = "id, sha256, filename, format, size_bytes, row_count, columns, duplicate_rows, preview, created_at"
+_COLUMNS = "id, project, sha256, filename, format, size_bytes, row_count, columns, duplicate_rows, preview, created_at"
 
 
 def _public(row: Any, *, preview: bool, used_by: list[str] | None = None) -> DatasetPublic:
-    return DatasetPublic(id=row.id, sha256=row.sha256, filename=row.filename, format=row.format,
+    return DatasetPublic(id=row.id, project=row.project, sha256=row.sha256, filename=row.filename, format=row.format,
                          size_bytes=row.size_bytes, row_count=row.row_count,
                          columns=[ColumnInfo(**c) for c in row.columns], duplicate_rows=row.duplicate_rows,
                          preview=row.preview if preview else None, created_at=row.created_at, used_by=used_by)
@@ -269,11 +282,22 @@ def get_dataset(factory: sessionmaker[Session], dataset_id: str, *, with_users: 
     return _public(row, preview=True, used_by=users)
 
 
-def list_datasets(factory: sessionmaker[Session], offset: int, limit: int) -> Page[DatasetPublic]:
+def project_of(factory: sessionmaker[Session], dataset_id: str) -> str | None:
+    """The data set's project (None: no such data set)."""
     with session_scope(factory) as s:
-        total = s.execute(text("SELECT count(*) FROM datasets")).scalar_one()
-        rows = s.execute(text(f"SELECT {_COLUMNS} FROM datasets ORDER BY created_at DESC, id "
-                              "LIMIT :limit OFFSET :offset"), {"limit": limit, "offset": offset}).all()
+        found = s.execute(text("SELECT project FROM datasets WHERE id = :id"), {"id": dataset_id}).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+def list_datasets(factory: sessionmaker[Session], offset: int, limit: int,
+                  project: str | None = None) -> Page[DatasetPublic]:
+    """Data sets newest first, of one `project` (None: every project)."""
+    where = "WHERE project = :p" if project is not None else ""
+    params = {"limit": limit, "offset": offset, "p": project}
+    with session_scope(factory) as s:
+        total = s.execute(text(f"SELECT count(*) FROM datasets {where}"), params).scalar_one()
+        rows = s.execute(text(f"SELECT {_COLUMNS} FROM datasets {where} ORDER BY created_at DESC, id "
+                              "LIMIT :limit OFFSET :offset"), params).all()
     return Page[DatasetPublic](items=[_public(r, preview=False) for r in rows], total=total, offset=offset,
                                limit=limit)
 
@@ -286,11 +310,11 @@ def delete_dataset(ctx: Context, dataset_id: str) -> None:
     validate_id(dataset_id)
     try:
         with session_scope(ctx.sessions) as s:
-            row = s.execute(text("SELECT sha256, storage_key FROM datasets WHERE id = :id"),
+            row = s.execute(text("SELECT project, sha256, storage_key FROM datasets WHERE id = :id"),
                             {"id": dataset_id}).first()
             if row is None:
                 raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
-            _lock(s, row.sha256)
+            _lock(s, row.project, row.sha256)
             users = list(s.execute(text("SELECT DISTINCT study_id FROM study_datasets WHERE dataset_id = :id "
                                         "ORDER BY study_id"), {"id": dataset_id}).scalars())
             if users:

@@ -46,8 +46,38 @@ def _now() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
+class Project(Base):
+    """A team's space: its studies, data sets and tokens; its quotas (NULL: unlimited) and fair share
+    (service/store/projects.py, fair_share.py). Created by migration 0010_projects with `default`."""
+
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("name ~ '^[a-z0-9][a-z0-9-]{0,62}$'", name="ck_projects_name"),
+        CheckConstraint("share > 0 AND share <= 1000000", name="ck_projects_share"),
+        CheckConstraint("max_active_studies IS NULL OR max_active_studies >= 0", name="ck_projects_studies"),
+        CheckConstraint("max_trials IS NULL OR max_trials >= 0", name="ck_projects_trials"),
+        CheckConstraint("max_stored_bytes IS NULL OR max_stored_bytes >= 0", name="ck_projects_bytes"),
+    )
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    # The folder under STSWEEP_DATA_ROOT that the project's `path` references resolve in ('': the root itself).
+    data_dir: Mapped[str] = mapped_column(String(63), nullable=False)
+    share: Mapped[float] = mapped_column(Double, nullable=False, server_default="1")
+    max_active_studies: Mapped[int | None] = mapped_column(Integer)
+    max_trials: Mapped[int | None] = mapped_column(BigInteger)  # queued plus running
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)  # data sets plus final checkpoints
+    # The fair-share scheduler's virtual time: claims taken, each worth 1 / share (service/store/fair_share.py).
+    vtime: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = _now()
+
+
+def _project() -> Mapped[str]:
+    return mapped_column(ForeignKey("projects.name", ondelete="RESTRICT"), nullable=False, server_default="default")
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'member', 'viewer')", name="ck_api_tokens_role"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -56,6 +86,8 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # NULL: never expires
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    project: Mapped[str] = _project()
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
 
 
 class Study(Base):
@@ -64,15 +96,18 @@ class Study(Base):
         CheckConstraint(f"status IN {STUDY_STATUSES}", name="ck_studies_status"),
         Index("ix_studies_status_created", "status", "created_at"),
         Index("ix_studies_seq", "seq"),
+        Index("ix_studies_project_created", "project", "created_at"),
+        UniqueConstraint("project", "idempotency_key", name="uq_studies_project_idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
+    project: Mapped[str] = _project()
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="queued")
     status_reason: Mapped[str | None] = mapped_column(Text)
     optuna_study_name: Mapped[str] = mapped_column(String(80), nullable=False, unique=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Copied out of the spec so the claim query needs no JSON.
     n_trials: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -268,9 +303,14 @@ class ReconcileMark(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (
+        UniqueConstraint("project", "sha256", name="uq_datasets_project_sha256"),
+        Index("ix_datasets_project_created", "project", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    project: Mapped[str] = _project()
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     format: Mapped[str] = mapped_column(String(16), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.store import queue, study_check, trial_counts, trial_pages, winner
 from service.store.baseline_job import MAX_BASELINE_ATTEMPTS
 from service.store.db import session_scope
+from service.core.access import DEFAULT_PROJECT
 from service.core.errors import Conflict, NotFound
 from service.core.schemas import (
     Baseline,
@@ -40,7 +41,7 @@ def new_study_id() -> str:
 
 def request_hash(spec: StudySpec) -> str:
     # Fields added later are left out while unset, so a body hashes as it did before they existed.
-    unset = {name for name in ("confirm", "warm_start_from") if getattr(spec, name) is None}
+    unset = {name for name in ("confirm", "warm_start_from", "project") if getattr(spec, name) is None}
     body = spec.model_dump(mode="json", exclude=unset)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -52,9 +53,12 @@ class Created:
     created: bool  # False: an earlier request with the same Idempotency-Key made it
 
 
-def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str) -> str | None:
+def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str, project: str) -> str | None:
+    """The study an earlier request of `project` with this Idempotency-Key made (keys are per project: one
+    project's keys tell nothing of another's)."""
     with session_scope(factory) as s:
-        row = s.execute(text("SELECT id, request_hash FROM studies WHERE idempotency_key = :k"), {"k": key}).first()
+        row = s.execute(text("SELECT id, request_hash FROM studies WHERE project = :p AND idempotency_key = :k"),
+                        {"k": key, "p": project}).first()
     if row is None:
         return None
     if row.request_hash != body_hash:
@@ -63,18 +67,19 @@ def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str) ->
 
 
 def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str, spec: StudySpec,
-                 idempotency_key: str | None, dataset_ids: dict[str, str], body_hash: str | None = None) -> Created:
-    """Store the study and its budget as queued slots, in one transaction. `body_hash`: the request's hash
-    when the stored spec differs from the posted one (warm_start_from enqueues configurations)."""
+                 idempotency_key: str | None, dataset_ids: dict[str, str], body_hash: str | None = None, *,
+                 project: str = DEFAULT_PROJECT) -> Created:
+    """Store the study (in `project`) and its budget as queued slots, in one transaction. `body_hash`: the
+    request's hash when the stored spec differs from the posted one (warm_start_from enqueues configurations)."""
     body_hash = body_hash or request_hash(spec)
     try:
         with session_scope(factory) as s:
             s.execute(
                 text("""INSERT INTO studies (id, name, spec, optuna_study_name, idempotency_key, request_hash,
-                            n_trials, max_concurrent_trials, max_attempts, timeout_seconds, direction)
+                            n_trials, max_concurrent_trials, max_attempts, timeout_seconds, direction, project)
                         VALUES (:id, :name, CAST(:spec AS jsonb), :oname, :key, :hash, :n, :maxc, :maxa, :timeout,
-                                :direction)"""),
-                {"id": study_id, "name": spec.name, "spec": spec.model_dump_json(), "oname": optuna_name,
+                                :direction, :project)"""),
+                {"id": study_id, "project": project, "name": spec.name, "spec": spec.model_dump_json(), "oname": optuna_name,
                  "key": idempotency_key, "hash": body_hash, "n": spec.budget.n_trials,
                  "maxc": spec.budget.max_concurrent_trials, "maxa": spec.max_attempts,
                  "timeout": spec.budget.timeout_seconds, "direction": spec.objective.direction},
@@ -86,7 +91,7 @@ def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the other one won.
         if idempotency_key is not None:
-            existing = find_idempotent(factory, idempotency_key, body_hash)
+            existing = find_idempotent(factory, idempotency_key, body_hash, project)
             if existing is not None:
                 return Created(existing, "", created=False)
         raise
@@ -95,7 +100,7 @@ def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str
 
 # ------------------------------------------------------------------ reading
 
-_STUDY_COLUMNS = """id, name, status, status_reason, spec, created_at, started_at, finished_at, n_trials,
+_STUDY_COLUMNS = """id, name, project, status, status_reason, spec, created_at, started_at, finished_at, n_trials,
     direction, baseline_value, baseline_subset_value, baseline_attempts,
     coalesce(baseline_lease_expires_at > now(), false) AS baseline_leased,
     test_metric, test_value, test_trial_number, test_rescore,
@@ -142,15 +147,24 @@ def get_study(factory: sessionmaker[Session], study_id: str, *, with_spec: bool 
         return _summarize(s, [row], with_spec=with_spec)[0]
 
 
+def project_of(factory: sessionmaker[Session], study_id: str) -> str | None:
+    """The study's project (None: no such study)."""
+    with session_scope(factory) as s:
+        found = s.execute(text("SELECT project FROM studies WHERE id = :id"), {"id": study_id}).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
 def list_studies(factory: sessionmaker[Session], offset: int, limit: int,
-                 status: str | None = None) -> Page[StudyPublic]:
-    where = "WHERE status = :status" if status else ""
+                 status: str | None = None, project: str | None = None) -> Page[StudyPublic]:
+    """Studies newest first, of one `project` (None: every project), of one `status` (None: any)."""
+    conditions = [c for c, on in (("status = :status", status), ("project = :project", project)) if on]
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    params = {"status": status, "project": project, "limit": limit, "offset": offset}
     with session_scope(factory) as s:
         _snapshot(s)
-        total = s.execute(text(f"SELECT count(*) FROM studies {where}"), {"status": status}).scalar_one()
+        total = s.execute(text(f"SELECT count(*) FROM studies {where}"), params).scalar_one()
         rows = s.execute(text(f"SELECT {_STUDY_COLUMNS} FROM studies {where} ORDER BY created_at DESC, id "
-                              "LIMIT :limit OFFSET :offset"),
-                         {"status": status, "limit": limit, "offset": offset}).all()
+                              "LIMIT :limit OFFSET :offset"), params).all()
         items = _summarize(s, rows, with_spec=False)
     return Page[StudyPublic](items=items, total=total, offset=offset, limit=limit)
 
@@ -200,7 +214,7 @@ def _summarize(s: Session, rows: list[Any], *, with_spec: bool) -> list[StudyPub
         finished = c["complete"] + c["pruned"] + c["failed"]
         budget = max(r.n_trials, finished + c["queued"] + c["running"]) if r.status != "completed" else finished
         out.append(StudyPublic(
-            id=r.id, name=r.name, status=r.status, status_reason=r.status_reason, created_at=r.created_at,
+            id=r.id, name=r.name, project=r.project, status=r.status, status_reason=r.status_reason, created_at=r.created_at,
             started_at=r.started_at, finished_at=r.finished_at, counts=c, best=best.get(r.id), winner=won.get(r.id),
             baseline=_baseline(r),
             test=TestScore(metric=r.test_metric, value=r.test_value, trial_number=r.test_trial_number,

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.core.access import DEFAULT_PROJECT
 from service.core.errors import InvalidInput
 from service.core.spec import WARM_START_CONFIGS, Param, StudySpec, enqueued_problem, field_errors
 from service.store.db import session_scope
@@ -42,16 +43,17 @@ def top_configurations(s: Session, study_id: str, limit: int) -> list[dict[str, 
     return configs[:limit]
 
 
-def apply(factory: sessionmaker[Session], spec: StudySpec) -> StudySpec:
+def apply(factory: sessionmaker[Session], spec: StudySpec, project: str = DEFAULT_PROJECT) -> StudySpec:
     """The spec to store: `spec` with the old study's top configurations enqueued first (unchanged without
     `warm_start_from`). InvalidInput (field `warm_start_from`, the parameter named in the message) when they do
-    not fit."""
+    not fit; the old study must be of the new one's `project` (another project's does not exist for it)."""
     source = spec.warm_start_from
     if source is None:
         return spec
     limit = max(WARM_START_CONFIGS, spec.confirm.top_k if spec.confirm else 0)
     with session_scope(factory) as s:
-        row = s.execute(text("SELECT spec FROM studies WHERE id = :id"), {"id": source}).first()
+        row = s.execute(text("SELECT spec FROM studies WHERE id = :id AND project = :p"),
+                        {"id": source, "p": project}).first()
         if row is None:
             raise InvalidInput(f"study {source} not found", field=_FIELD)
         old = StudySpec.model_validate(row.spec)
