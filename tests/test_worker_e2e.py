@@ -122,7 +122,9 @@ def test_kill_9_mid_trial_resumes_from_checkpoint(client: TestClient, ctx: Conte
     body = study_body("kill", max_attempts=3)
     body["data"]["max_train_samples"] = 256
     study_id = submit(client, body)
-    opts = {"lease_seconds": 4, "checkpoint_every_seconds": 0}
+    # reaper_seconds 1: when the victim held the elected maintenance lease, the survivor takes it over (and reaps)
+    # after 3 rounds of 1 s rather than 3 of the default 15 s.
+    opts = {"lease_seconds": 4, "checkpoint_every_seconds": 0, "reaper_seconds": 1}
     workers = [start_worker(settings, tmp_path / f"w{i}.log", **opts) for i in range(2)]
     try:
         victim_pid = wait_for(lambda: _pid_with_checkpoint(ctx, min_examples=2 * EVERY), 240,
