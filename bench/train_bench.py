@@ -583,7 +583,7 @@ def microbench(sh: Shared, ctx: Any, study_id: str, configs: list[Config], reps:
     out: dict[str, Any] = {}
     spec, _name, _status = studies.load_spec(ctx.sessions, study_id)
     t = time.perf_counter()
-    prepared = PreparedStudy(spec, make_resolver(ctx, sh.workdir / "micro-cache"), "cpu")
+    prepared = PreparedStudy(spec, make_resolver(ctx, sh.workdir / "micro-cache", study_id), "cpu")
     out["prepare_s"] = time.perf_counter() - t
     t = time.perf_counter()
     prepared.baseline()

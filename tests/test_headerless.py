@@ -85,7 +85,7 @@ def test_upload_sts_layout_without_a_header(client: TestClient, ctx: Context, st
     created = client.post("/v1/studies", json=body)
     assert created.status_code == 201, created.text
     assert client.get(f"/v1/datasets/{ds['id']}").json()["used_by"] == [created.json()["id"]]
-    data = build_datasets(StudySpec.model_validate(body), make_resolver(ctx, tmp_path / "cache"))
+    data = build_datasets(StudySpec.model_validate(body), make_resolver(ctx, tmp_path / "cache", created.json()["id"]))
     assert data.train["score"] == pytest.approx(scaled(rows))  # 0..5 on file, 0..1 for training
     assert data.train["sentence1"][2] == QUOTED
     assert data.eval["sentence2"] == [r["sentence2"] for r in rows]

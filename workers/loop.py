@@ -87,7 +87,7 @@ class Worker:
         # a claim never waits on a round (and a deployment with no API still reaps).
         self.maintenance = MaintenanceThread(ctx, ctx.settings.reaper_seconds, outage=self.faults.database)
         self.current: WarmStudy | None = None
-        self.resolve = make_resolver(ctx, ctx.settings.home / "cache" / "datasets")
+        self.dataset_cache = ctx.settings.home / "cache" / "datasets"
         self.fault_pause = 0.0  # seconds to wait before the next claim after a trial was given back for a fault
 
     def run(self, *, max_trials: int | None = None, exit_when_idle: float | None = None) -> int:
@@ -201,8 +201,8 @@ class Worker:
                 raise
             db.call("quarantine", quarantine.quarantine, self.ctx.sessions, study_id, "load study", exc, stop=stop)
             raise StudyQuarantined(quarantine.describe("load study", exc)) from exc
-        prepared = prepare(spec, self.resolve, self.device, self.ctx.settings.read_limits(),
-                           self.ctx.settings.models_root)
+        resolve = make_resolver(self.ctx, self.dataset_cache, study_id)
+        prepared = prepare(spec, resolve, self.device, self.ctx.settings.read_limits(), self.ctx.settings.models_root)
         self.current = WarmStudy(study_id, spec, optuna_study, prepared)
         return self.current
 

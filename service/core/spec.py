@@ -302,8 +302,8 @@ def _check_numeric(name: str, param: Param, bound: numeric_limits.Bound, whole: 
 
 
 class DataRef(_Strict):
-    """One data set: a file under STSWEEP_DATA_ROOT (`path`), an uploaded dataset (`dataset_id`), or a
-    Hugging Face dataset (`hf`, with `split` and optional `config`).
+    """One data set: a file in the project's folder under STSWEEP_DATA_ROOT (`path`), an uploaded dataset
+    (`dataset_id`), or a Hugging Face dataset (`hf`, with `split` and optional `config`).
 
     `header: false`: a CSV / TSV file without a header row (the STS benchmark's own files); `data.columns`
     then gives every role's 0-based position, e.g. {sentence1: 5, sentence2: 6, score: 4}."""
@@ -339,7 +339,8 @@ class DataRef(_Strict):
         if self.path is not None:
             p = PurePosixPath(self.path.replace("\\", "/"))
             if p.is_absolute() or ".." in p.parts or not p.parts:
-                raise ValueError("path: must be relative to STSWEEP_DATA_ROOT and may not contain '..'")
+                raise ValueError("path: must be relative to the project's data folder under STSWEEP_DATA_ROOT and "
+                                 "may not contain '..'")
             if any(len(part.encode("utf-8", "surrogatepass")) > body_limits.MAX_PATH_PART_BYTES for part in p.parts):
                 raise ValueError(f"path: each folder or file name in it is at most {body_limits.MAX_PATH_PART_BYTES} "
                                  "bytes (UTF-8)")
