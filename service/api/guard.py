@@ -6,6 +6,8 @@ or validates a path):
 2. Auth: every path but health, the dashboard page and its assets (and the API docs, unless
    STSWEEP_DOCS_NEED_TOKEN; and /metrics, unless STSWEEP_METRICS_NEED_TOKEN) needs a valid bearer token, whatever
    the method, path or body. Without one the answer is 401, and nothing else about the request is looked at.
+   /metrics takes an optional token: one sent (any Authorization header) is verified like anywhere else, and a
+   bad one is a 401, never the anonymous answer. The verified token is in `scope["state"]["principal"]`.
 3. Bounded bodies (api/body_meter.py): every byte of every body is counted as it arrives, chunked or not, framing
    included: over STSWEEP_MAX_JSON_BODY_BYTES (data set uploads: STSWEEP_MAX_UPLOAD_BYTES plus
    MULTIPART_ALLOWANCE) is a 413 naming the limit, at once when Content-Length says so; a body that stalls
@@ -38,7 +40,8 @@ from service.store.tokens import verify_token
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-METRICS_PATH = "/metrics"  # public unless STSWEEP_METRICS_NEED_TOKEN (a Prometheus scraper has no token by default)
+# Public unless STSWEEP_METRICS_NEED_TOKEN (a Prometheus scraper has no token by default); a token sent is checked.
+METRICS_PATH = "/metrics"
 UPLOAD_PATHS = frozenset({"/v1/datasets"})
 MULTIPART_ALLOWANCE = 1024 * 1024  # bytes of multipart framing (boundaries, part headers, fields) past the file
 
@@ -86,7 +89,7 @@ class RequestGuard:
             code = {400: "bad_request", 414: "uri_too_long", 431: "header_too_large"}[out_of_bounds.status]
             await self._answer(send, refused(out_of_bounds.status, code, out_of_bounds.field, out_of_bounds.message))
             return
-        if not self._is_public(path):
+        if not self._is_public(path) or (path == METRICS_PATH and _header(scope, b"authorization") is not None):
             refusal = await self._check_token(scope)
             if refusal is not None:
                 await self._answer(send, refusal)
