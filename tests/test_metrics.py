@@ -201,8 +201,8 @@ ALPHA, BRAVO = "zebra-alpha-team", "quokka-bravo-lab"
 @pytest.fixture
 def two_projects(ctx: Context, client: TestClient) -> dict[str, list[str]]:
     """{project: its study ids}: ALPHA has a running study (2 trials running, 1 queued) and a stopped one (its
-    trial stays queued), BRAVO a queued one (1 queued), `default` none. The admin client then reads both projects by name, so a route
-    template or a raw path naming them would show in the latency series."""
+    trial stays queued), BRAVO a queued one (1 queued), `default` none. The admin client then reads both projects
+    by name, so a route template or a raw path naming them would show in the latency series."""
     for name in (ALPHA, BRAVO):
         projects.create_project(ctx.sessions, ProjectCreate(name=name))
     running = new_study(ctx, "alpha-pangolin-sweep", n_trials=3, max_attempts=1, project=ALPHA)
@@ -320,7 +320,12 @@ def test_with_the_database_down_the_scrape_says_so(settings: Settings, closed_po
     try:
         with TestClient(create_app(down, run_reaper=False)) as c:
             m = scrape(c)
+            # A scraper that sends a token (for the per-project series) still learns that the database is down:
+            # no token can be checked, and the answer is the anonymous one, which says nothing else.
+            with_token = scrape(c, Authorization="Bearer sts_cannot-be-checked")
     finally:
         down.close()
-    assert value(m, "stsweep_database_up") == 0
-    assert m["stsweep_trials"] == [] and m["stsweep_workers_alive"] == []
+    for got in (m, with_token):
+        assert value(got, "stsweep_database_up") == 0
+        assert got["stsweep_trials"] == [] and got["stsweep_workers_alive"] == []
+        assert not PER_PROJECT & set(got)
