@@ -34,11 +34,11 @@ def params(i: int) -> dict[str, Any]:
             "loss": ("CoSENTLoss", "CosineSimilarityLoss")[i % 2], "weight_decay": 0.01}
 
 
-def make_study(ctx: Context, n_trials: int = 12, name: str = "minilm-stsb") -> str:
+def make_study(ctx: Context, n_trials: int = 12, name: str = "minilm-stsb", project: str = "default") -> str:
     spec = StudySpec.model_validate(contract_study(name=name, budget={"n_trials": n_trials,
                                                                       "max_concurrent_trials": 4}))
     study_id = studies.new_study_id()
-    studies.insert_study(ctx.sessions, study_id, f"stsweep-{study_id}", spec, None, {})
+    studies.insert_study(ctx.sessions, study_id, f"stsweep-{study_id}", spec, None, {}, project=project)
     return study_id
 
 

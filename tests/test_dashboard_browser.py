@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium (Debian's), against a real uvicorn server and database.
+"""The dashboard in a real headless Chromium (Debian's), against a real uvicorn server and database: the pages,
+charts and live updates; and what each role's token is shown and offered.
 
 Screenshots of both pages land in test-artifacts/ at the repository root."""
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service.store import queue
+from service.store import projects, queue
 from service.context import Context
+from service.core.schemas import ProjectCreate
 from service.store.db import session_scope
+from service.store.tokens import create_token
 from tests.test_dashboard_api import curve, make_study, run_trial, seed, start_trial
 
 pytestmark = pytest.mark.browser
@@ -30,8 +33,10 @@ def server(live_server: str) -> str:
     return live_server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One Chromium for the module; each test opens its own pages (each page its own context: its own
+    sessionStorage, so its own sign-in)."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing (install Debian's chromium package); CI must run browser tests")
@@ -138,4 +143,72 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     assert "busy" in busy.inner_text().lower() and f"{other} #0" in busy.inner_text()
     assert "gpu-box-1" in page.inner_text("#workers-table")
     page.screenshot(path=str(ARTIFACTS / "dashboard-workers.png"), full_page=True)
+    assert errors == []
+
+
+def signed_in(browser: object, server: str, token: str, errors: list[str]) -> object:
+    """A new page (its own session) signed in with `token`, on the studies list."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})  # type: ignore[attr-defined]
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.fill("#token-input", token)
+    page.click("#sign-in-button")
+    page.wait_for_selector("#studies-table tbody tr")
+    return page
+
+
+def whoami(page: object) -> tuple[str | None, str | None, str]:
+    """The top bar's (project, role, text)."""
+    get = page.get_attribute  # type: ignore[attr-defined]
+    return get("#whoami", "data-project"), get("#whoami", "data-role"), page.inner_text("#whoami")  # type: ignore
+
+
+def test_each_role_sees_its_project_and_role_and_only_the_controls_it_may_use(
+        server: str, browser: object, ctx: Context, token: str) -> None:
+    alpha, bravo = "team-alpha", "team-bravo"
+    for name in (alpha, bravo):
+        projects.create_project(ctx.sessions, ProjectCreate(name=name))
+    ours = make_study(ctx, n_trials=2, name="alpha-sweep", project=alpha)
+    theirs = make_study(ctx, n_trials=2, name="bravo-sweep", project=bravo)
+    viewer = create_token(ctx.sessions, "alpha-viewer", project=alpha, role="viewer")
+    member = create_token(ctx.sessions, "alpha-member", project=alpha, role="member")
+    errors: list[str] = []
+
+    # A viewer: its project and role in the top bar, its project's study only, no project column, and on the
+    # study page no control that writes (the checkpoint download, a pull, stays).
+    page = signed_in(browser, server, viewer, errors)
+    project, role, shown = whoami(page)
+    assert (project, role) == (alpha, "viewer") and alpha in shown and "viewer" in shown
+    assert page.locator("tr[data-study-id]").count() == 1 and page.locator(f"tr[data-study-id='{theirs}']").count() == 0
+    assert page.locator("#project-filter").count() == 0 and page.locator("#studies-table td[data-project]").count() == 0
+    page.click(f"tr[data-study-id='{ours}'] a.study-link")
+    page.wait_for_selector("#study-status[data-status='queued']")
+    assert page.inner_text("#study-project") == alpha
+    assert page.locator("#btn-pause, #btn-resume, #btn-stop").count() == 0
+    assert page.locator("#btn-download").count() == 1
+    page.close()
+
+    # A member of the same project: the same study, with the controls that change it, and they work.
+    page = signed_in(browser, server, member, errors)
+    assert whoami(page)[:2] == (alpha, "member")
+    page.click(f"tr[data-study-id='{ours}'] a.study-link")
+    page.wait_for_selector("#study-status[data-status='queued']")
+    assert page.locator("#btn-pause, #btn-resume, #btn-stop").count() == 3
+    page.click("#btn-pause")
+    page.wait_for_selector("#study-status[data-status='paused']")
+    page.close()
+
+    # An admin (of `default`): every project's studies, each with its project, and a filter by project.
+    page = signed_in(browser, server, token, errors)
+    assert whoami(page)[:2] == ("default", "admin")
+    page.wait_for_selector(f"tr[data-study-id='{theirs}']")
+    for sid, name in ((ours, alpha), (theirs, bravo)):
+        assert page.inner_text(f"tr[data-study-id='{sid}'] td[data-project]") == name
+    page.wait_for_selector(f"#project-filter option[value='{bravo}']", state="attached")
+    page.select_option("#project-filter", bravo)
+    page.wait_for_selector(f"tr[data-study-id='{ours}']", state="detached")
+    assert page.locator("tr[data-study-id]").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "dashboard-admin-projects.png"), full_page=True)
+    page.close()
     assert errors == []

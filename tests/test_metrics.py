@@ -1,5 +1,6 @@
 """GET /metrics: a small study moved through every state with the queue's own functions (what workers and the
-reaper do, without training), then scraped and parsed with prometheus_client's text parser."""
+reaper do, without training), then scraped and parsed with prometheus_client's text parser; and what a scrape
+shows to whom: totals only without a token, a project's series to its tokens, every project's to an admin."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from sqlalchemy import text
 
 from service.api.app import create_app
 from service.context import Context
+from service.core.access import DEFAULT_PROJECT
+from service.core.schemas import ProjectCreate
 from service.core.spec import StudySpec
 from service.settings import Settings
-from service.store import queue, studies
+from service.store import projects, queue, studies
 from service.store.db import session_scope
 from service.store.reaper import reap_once
-from service.store.tokens import create_token
+from service.store.tokens import create_token, revoke_token, verify_token
 from tests.studyspecs import contract_study
 
 LATENCY = "stsweep_http_request_duration_seconds"
@@ -44,11 +47,11 @@ def value(families: dict[str, list[Sample]], name: str) -> float:
     return sample.value
 
 
-def new_study(ctx: Context, name: str, n_trials: int, max_attempts: int) -> str:
+def new_study(ctx: Context, name: str, n_trials: int, max_attempts: int, project: str = DEFAULT_PROJECT) -> str:
     spec = StudySpec.model_validate(contract_study(
         name=name, budget={"n_trials": n_trials, "max_concurrent_trials": n_trials}, max_attempts=max_attempts))
     study_id = studies.new_study_id()
-    studies.insert_study(ctx.sessions, study_id, f"optuna-{study_id}", spec, None, {})
+    studies.insert_study(ctx.sessions, study_id, f"optuna-{study_id}", spec, None, {}, project=project)
     return study_id
 
 
@@ -118,9 +121,11 @@ def test_trial_counts_claims_reaps_workers_and_rates_after_a_small_study(ctx: Co
     with session_scope(ctx.sessions) as s:  # the same numbers the tables hold
         assert trials == {st: 0 for st in trials} | dict(s.execute(text(
             "SELECT state, count(*) FROM trials GROUP BY state")).all())
-    per_study = {(s.labels["study_id"], s.labels["state"]): s.value for s in m["stsweep_study_trials"]}
-    assert per_study == {(a, "complete"): 1, (a, "pruned"): 1, (a, "failed"): 1, (a, "running"): 1,
-                         (a, "queued"): 1, (b, "failed"): 1, (b, "running"): 1}
+    per_study = {(s.labels["project"], s.labels["study_id"], s.labels["state"]): s.value
+                 for s in m["stsweep_study_trials"]}  # the client's token is an admin's: it sees every study
+    assert per_study == {("default", a, "complete"): 1, ("default", a, "pruned"): 1, ("default", a, "failed"): 1,
+                         ("default", a, "running"): 1, ("default", a, "queued"): 1, ("default", b, "failed"): 1,
+                         ("default", b, "running"): 1}
     assert by_label(m["stsweep_studies"], "status")["running"] == 2
     assert value(m, "stsweep_trial_claims") == 9  # a3 and a4 twice each, the other five once
     assert by_label(m["stsweep_trial_give_backs"], "cause") == {"requested": 1, "fault": 1}
@@ -185,6 +190,107 @@ def test_openmetrics_when_the_scraper_asks(client: TestClient) -> None:
     assert r.text.rstrip().endswith("# EOF") and "stsweep_trials{state=\"queued\"} 0" in r.text
 
 
+TOTALS = {"stsweep_database_up", "stsweep_trials", "stsweep_studies", "stsweep_trial_claims",
+          "stsweep_trial_give_backs", "stsweep_trial_reaps", "stsweep_leases_expired", "stsweep_workers_alive",
+          "stsweep_training_examples_per_second", LATENCY, f"{LATENCY}_created"}
+PER_PROJECT = {"stsweep_project_trials", "stsweep_project_studies", "stsweep_study_trials"}
+# Two projects with names (and study names) found nowhere else, so a leak is a plain substring.
+ALPHA, BRAVO = "zebra-alpha-team", "quokka-bravo-lab"
+
+
+@pytest.fixture
+def two_projects(ctx: Context, client: TestClient) -> dict[str, list[str]]:
+    """{project: its study ids}: ALPHA has a running study (2 trials running, 1 queued) and a stopped one (its
+    trial stays queued), BRAVO a queued one (1 queued), `default` none. The admin client then reads both projects
+    by name, so a route template or a raw path naming them would show in the latency series."""
+    for name in (ALPHA, BRAVO):
+        projects.create_project(ctx.sessions, ProjectCreate(name=name))
+    running = new_study(ctx, "alpha-pangolin-sweep", n_trials=3, max_attempts=1, project=ALPHA)
+    stopped = new_study(ctx, "alpha-narwhal-sweep", n_trials=1, max_attempts=1, project=ALPHA)
+    assert client.post(f"/v1/studies/{stopped}/stop").status_code == 200
+    for _ in range(2):  # before BRAVO has a study: whichever project the queue would pick, it is ALPHA's
+        claim(ctx, running)
+    bravo = new_study(ctx, "bravo-axolotl-sweep", n_trials=1, max_attempts=1, project=BRAVO)
+    for name in (ALPHA, BRAVO):
+        assert client.get(f"/v1/projects/{name}").status_code == 200
+        assert client.get("/v1/studies", params={"project": name}).json()["total"] >= 1
+    assert client.get(f"/v1/studies/{bravo}").status_code == 200
+    return {ALPHA: [running, stopped], BRAVO: [bravo]}
+
+
+def names_of(ctx: Context, ids: list[str]) -> list[str]:
+    return [studies.get_study(ctx.sessions, i, with_spec=False).name for i in ids]
+
+
+def by_labels(samples: list[Sample], *labels: str) -> dict[tuple[str, ...], float]:
+    return {tuple(s.labels[label] for label in labels): s.value for s in samples}
+
+
+def test_without_a_token_totals_only_naming_no_study_and_no_project(
+        ctx: Context, client: TestClient, two_projects: dict[str, list[str]]) -> None:
+    with TestClient(create_app(ctx, run_reaper=False)) as anon:
+        raw = anon.get("/metrics").text
+        raw_openmetrics = anon.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
+        m = scrape(anon)
+    assert set(m) == TOTALS, sorted(m)
+    ids = [i for group in two_projects.values() for i in group]
+    for secret in [ALPHA, BRAVO, "default", *ids, *names_of(ctx, ids)]:
+        assert secret not in raw and secret not in raw_openmetrics, secret
+    # The totals count every project's trials and studies.
+    assert by_label(m["stsweep_trials"], "state") == {"queued": 3, "running": 2, "complete": 0, "pruned": 0,
+                                                      "failed": 0}
+    assert by_label(m["stsweep_studies"], "status") == {"queued": 1, "running": 1, "stopped": 1, "paused": 0,
+                                                        "completed": 0, "failed": 0}
+
+
+def test_a_project_token_sees_its_project_and_nothing_of_another(
+        ctx: Context, client: TestClient, two_projects: dict[str, list[str]]) -> None:
+    member = create_token(ctx.sessions, "alpha-member", project=ALPHA, role="member")
+    viewer = create_token(ctx.sessions, "bravo-viewer", project=BRAVO, role="viewer")
+    (running, stopped), (bravo,) = two_projects[ALPHA], two_projects[BRAVO]
+
+    r = client.get("/metrics", headers={"Authorization": f"Bearer {member}"})
+    m = scrape(client, Authorization=f"Bearer {member}")
+    assert set(m) == TOTALS | PER_PROJECT
+    for secret in [BRAVO, "default", bravo, *names_of(ctx, [bravo])]:
+        assert secret not in r.text, secret
+    assert by_labels(m["stsweep_project_trials"], "project", "state") == {
+        (ALPHA, "queued"): 2, (ALPHA, "running"): 2, (ALPHA, "complete"): 0, (ALPHA, "pruned"): 0,
+        (ALPHA, "failed"): 0}
+    assert {k: v for k, v in by_labels(m["stsweep_project_studies"], "project", "status").items() if v} == {
+        (ALPHA, "running"): 1, (ALPHA, "stopped"): 1}
+    assert by_labels(m["stsweep_study_trials"], "project", "study_id", "state") == {
+        (ALPHA, running, "running"): 2, (ALPHA, running, "queued"): 1}  # the stopped study is not open
+    assert sum(by_label(m["stsweep_trials"], "state").values()) == 5  # the totals: every project's trials
+
+    m = scrape(client, Authorization=f"Bearer {viewer}")  # any role: what its project holds
+    assert {labels[0] for labels in by_labels(m["stsweep_project_trials"], "project", "state")} == {BRAVO}
+    assert by_labels(m["stsweep_study_trials"], "project", "study_id", "state") == {(BRAVO, bravo, "queued"): 1}
+    assert stopped not in client.get("/metrics", headers={"Authorization": f"Bearer {viewer}"}).text
+
+
+def test_an_admin_sees_every_project(ctx: Context, client: TestClient, two_projects: dict[str, list[str]]) -> None:
+    (running, _), (bravo,) = two_projects[ALPHA], two_projects[BRAVO]
+    m = scrape(client)  # the client's token: an admin of `default`
+    trials = by_labels(m["stsweep_project_trials"], "project", "state")
+    assert {p for p, _ in trials} == {DEFAULT_PROJECT, ALPHA, BRAVO}  # every project, one without studies too
+    assert {k: v for k, v in trials.items() if v} == {(ALPHA, "queued"): 2, (ALPHA, "running"): 2,
+                                                      (BRAVO, "queued"): 1}
+    assert {k: v for k, v in by_labels(m["stsweep_project_studies"], "project", "status").items() if v} == {
+        (ALPHA, "running"): 1, (ALPHA, "stopped"): 1, (BRAVO, "queued"): 1}
+    assert by_labels(m["stsweep_study_trials"], "project", "study_id", "state") == {
+        (ALPHA, running, "running"): 2, (ALPHA, running, "queued"): 1, (BRAVO, bravo, "queued"): 1}
+
+
+def test_a_token_that_fails_is_a_401_never_the_anonymous_answer(ctx: Context, client: TestClient) -> None:
+    revoked = create_token(ctx.sessions, "gone", project=DEFAULT_PROJECT, role="viewer")
+    revoke_token(ctx.sessions, verify_token(ctx.sessions, revoked).token_id)
+    for header in ("Bearer sts_not-a-token", f"Bearer {revoked}", "Bearer ", "Basic cHJvbTpwcm9t"):
+        r = client.get("/metrics", headers={"Authorization": header})
+        assert r.status_code == 401, (header, r.text)
+        assert r.json()["error"]["code"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
+
+
 def test_no_token_needed_unless_the_setting_says_so(ctx: Context, settings: Settings) -> None:
     with TestClient(create_app(ctx, run_reaper=False)) as anon:
         assert anon.get("/metrics").status_code == 200
@@ -214,7 +320,12 @@ def test_with_the_database_down_the_scrape_says_so(settings: Settings, closed_po
     try:
         with TestClient(create_app(down, run_reaper=False)) as c:
             m = scrape(c)
+            # A scraper that sends a token (for the per-project series) still learns that the database is down:
+            # no token can be checked, and the answer is the anonymous one, which says nothing else.
+            with_token = scrape(c, Authorization="Bearer sts_cannot-be-checked")
     finally:
         down.close()
-    assert value(m, "stsweep_database_up") == 0
-    assert m["stsweep_trials"] == [] and m["stsweep_workers_alive"] == []
+    for got in (m, with_token):
+        assert value(got, "stsweep_database_up") == 0
+        assert got["stsweep_trials"] == [] and got["stsweep_workers_alive"] == []
+        assert not PER_PROJECT & set(got)

@@ -106,7 +106,7 @@ def test_reads_touch_a_page_of_trials_not_the_study(ctx: Context) -> None:
                                                             cursor=queued_cursor),
         "deep page by state": lambda: trial_pages.list_trials(ctx.sessions, sid, 0, PAGE, None, "state",
                                                               cursor=state_cursor),
-        "metrics": lambda: metrics_reads.snapshot(ctx.sessions, 30),
+        "metrics": lambda: metrics_reads.snapshot(ctx.sessions, 30, metrics_reads.Series(None)),  # every series
     }
     touched = {name: trial_rows_touched(ctx, read) for name, read in reads.items()}
     # A page (plus one to know there is more), the running trials, one best-trial probe per study, a few

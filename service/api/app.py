@@ -50,6 +50,6 @@ def create_app(ctx: Context, *, run_reaper: bool = True) -> FastAPI:
     app.include_router(routes_tokens.router)
     app.include_router(routes_projects.router)
     app.include_router(routes_dashboard.router)
-    metrics.install(app, ctx)  # /metrics, and the latency middleware: outermost, after every other middleware
+    metrics.install(app)  # /metrics, and the latency middleware: outermost, after every other middleware
     openapi.install(app)  # every status each operation can answer, with the error schema
     return app

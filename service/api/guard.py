@@ -6,6 +6,10 @@ or validates a path):
 2. Auth: every path but health, the dashboard page and its assets (and the API docs, unless
    STSWEEP_DOCS_NEED_TOKEN; and /metrics, unless STSWEEP_METRICS_NEED_TOKEN) needs a valid bearer token, whatever
    the method, path or body. Without one the answer is 401, and nothing else about the request is looked at.
+   /metrics takes an optional token: one sent (any Authorization header) is verified like anywhere else, and a
+   bad one is a 401, never the anonymous answer (only with the database down, when no token can be checked and
+   the scrape has nothing but `stsweep_database_up 0` to say, does it go on as anonymous). The verified token is
+   in `scope["state"]["principal"]`.
 3. Bounded bodies (api/body_meter.py): every byte of every body is counted as it arrives, chunked or not, framing
    included: over STSWEEP_MAX_JSON_BODY_BYTES (data set uploads: STSWEEP_MAX_UPLOAD_BYTES plus
    MULTIPART_ALLOWANCE) is a 413 naming the limit, at once when Content-Length says so; a body that stalls
@@ -38,7 +42,8 @@ from service.store.tokens import verify_token
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-METRICS_PATH = "/metrics"  # public unless STSWEEP_METRICS_NEED_TOKEN (a Prometheus scraper has no token by default)
+# Public unless STSWEEP_METRICS_NEED_TOKEN (a Prometheus scraper has no token by default); a token sent is checked.
+METRICS_PATH = "/metrics"
 UPLOAD_PATHS = frozenset({"/v1/datasets"})
 MULTIPART_ALLOWANCE = 1024 * 1024  # bytes of multipart framing (boundaries, part headers, fields) past the file
 
@@ -86,8 +91,10 @@ class RequestGuard:
             code = {400: "bad_request", 414: "uri_too_long", 431: "header_too_large"}[out_of_bounds.status]
             await self._answer(send, refused(out_of_bounds.status, code, out_of_bounds.field, out_of_bounds.message))
             return
-        if not self._is_public(path):
-            refusal = await self._check_token(scope)
+        public = self._is_public(path)
+        optional = public and path == METRICS_PATH and _header(scope, b"authorization") is not None
+        if not public or optional:
+            refusal = await self._check_token(scope, optional=optional)
             if refusal is not None:
                 await self._answer(send, refusal)
                 return
@@ -121,13 +128,18 @@ class RequestGuard:
             return not self.metrics_need_token
         return path in DOCS_PATHS and not self.docs_need_token
 
-    async def _check_token(self, scope: Scope) -> tuple[Message, Message] | None:
+    async def _check_token(self, scope: Scope, *, optional: bool = False) -> tuple[Message, Message] | None:
+        """None when the request may go on (its Principal in the scope's state), else the refusal. `optional`: a
+        token the path does not need (public /metrics), which with the database down goes on without one (the
+        anonymous scrape then says `stsweep_database_up 0`, as it would to anyone)."""
         token = _bearer(scope)
         try:
             principal = await run_in_threadpool(verify_token, self.ctx.sessions, token)
         except Unauthorized as exc:
             return error_message(401, "unauthorized", exc.message, extra=[(b"www-authenticate", b"Bearer")])
         except DatabaseUnavailable as exc:
+            if optional:
+                return None
             return error_message(503, "database_unavailable", exc.message)
         scope.setdefault("state", {})["principal"] = principal
         return None

@@ -1,14 +1,19 @@
 """`GET /metrics` in the Prometheus text format: the queue, read from our tables at scrape time, and the API's
 own request latency by route template.
 
-Each app gets its own CollectorRegistry (never prometheus_client's global one), holding:
-- `QueueCollector`: a custom collector that reads one snapshot (service/store/metrics_reads.py) per scrape, so
-  what workers and reapers in other processes did is counted wherever it happened;
-- `stsweep_http_request_duration_seconds`: a histogram that `HttpMetrics`, a small ASGI middleware in front of
-  everything (the token guard included), fills with the route's template (`/v1/studies/{study_id}`), never the
-  raw path, so a client cannot make up new series.
+- `QueueCollector`: a custom collector built for each scrape, that reads one snapshot
+  (service/store/metrics_reads.py), so what workers and reapers in other processes did is counted wherever it
+  happened;
+- `stsweep_http_request_duration_seconds`: a histogram in the app's own CollectorRegistry (never
+  prometheus_client's global one) that `HttpMetrics`, a small ASGI middleware in front of everything (the token
+  guard included), fills with the route's template (`/v1/studies/{study_id}`), never the raw path, so a client
+  cannot make up new series.
 
-Whether the endpoint needs a token is STSWEEP_METRICS_NEED_TOKEN (service/api/guard.py); default: no.
+Who scrapes decides what the queue part shows. Without a token: totals only, naming no study and no project.
+With a token (`Authorization: Bearer`; the guard answers 401 for one it cannot verify, it never falls back to
+the anonymous answer): the per-project and per-study series too, of every project for an admin, of its own
+project for anyone else. Whether the endpoint needs a token at all is STSWEEP_METRICS_NEED_TOKEN
+(service/api/guard.py); default: no.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.guard import METRICS_PATH
+from service.api.guard import METRICS_PATH, verified_principal
 from service.context import Context
+from service.core.access import Principal
 from service.core.errors import DatabaseUnavailable
-from service.store.metrics_reads import QueueSnapshot, snapshot
+from service.store.metrics_reads import QueueSnapshot, Series, snapshot
 
 UNMATCHED = "unmatched"  # the route label of a request no route answers (404s, mistyped paths)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -41,18 +47,36 @@ router = APIRouter(tags=["metrics"])
 
 @router.get(METRICS_PATH, include_in_schema=False)  # documented in the README (not JSON, no token by default)
 def metrics(request: Request) -> Response:
-    """Queue, worker and request metrics in the Prometheus text format (OpenMetrics if the scraper asks for it).
-    No token needed unless STSWEEP_METRICS_NEED_TOKEN."""
+    """Queue, worker and request metrics in the Prometheus text format (OpenMetrics if the scraper asks for it):
+    totals for anyone (unless STSWEEP_METRICS_NEED_TOKEN), per-project and per-study series for a token."""
     registry: CollectorRegistry = request.app.state.metrics_registry
+    queue = QueueCollector(request.app.state.ctx, series_for(verified_principal(request.scope)))
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(registry), media_type=content_type)
+    return Response(encode(Scrape(queue, registry)), media_type=content_type)
 
 
-def install(app: FastAPI, ctx: Context) -> CollectorRegistry:
+def series_for(principal: Principal | None) -> Series | None:
+    """The per-project and per-study series a scraper sees: none without a token, every project's for an admin,
+    its own project's for anyone else."""
+    return None if principal is None else Series(principal.project_filter(None))
+
+
+class Scrape:
+    """What one scrape encodes: the queue as this scraper may see it, then the app's registry (the latency)."""
+
+    def __init__(self, queue: QueueCollector, registry: CollectorRegistry) -> None:
+        self.queue = queue
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.queue.collect()
+        yield from self.registry.collect()
+
+
+def install(app: FastAPI) -> CollectorRegistry:
     """Give `app` its registry, the latency middleware (outermost: call this after every other middleware is
-    added) and the /metrics route."""
+    added) and the /metrics route (which reads the queue through the app's context, `app.state.ctx`)."""
     registry = CollectorRegistry()
-    registry.register(QueueCollector(ctx))
     latency = Histogram("stsweep_http_request_duration_seconds",
                         "Time to answer an HTTP request (to the last byte), by method, route template and status.",
                         ["method", "route", "status"], registry=registry, buckets=LATENCY_BUCKETS)
@@ -66,31 +90,30 @@ def install(app: FastAPI, ctx: Context) -> CollectorRegistry:
 
 
 class QueueCollector:
-    """The queue's gauges from one database snapshot per scrape. With the database down, only
-    `stsweep_database_up 0` (the scrape itself still succeeds)."""
+    """The queue's gauges from one database snapshot, with the per-project and per-study series of `series`
+    (None: totals only, and those families are left out). With the database down, only `stsweep_database_up 0`
+    (the scrape itself still succeeds)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, series: Series | None) -> None:
         self.ctx = ctx
-
-    def describe(self) -> list[Metric]:
-        """The names, without reading anything (the registry calls this when the collector is registered)."""
-        return list(_families(None))
+        self.series = series
 
     def collect(self) -> Iterator[Metric]:
         try:
-            snap = snapshot(self.ctx.sessions, self.ctx.settings.lease_seconds)
+            snap = snapshot(self.ctx.sessions, self.ctx.settings.lease_seconds, self.series)
         except DatabaseUnavailable:
             snap = None
-        return _families(snap)
+        yield from _totals(snap)
+        if self.series is not None:
+            yield from _per_project(snap)
 
 
-def _families(snap: QueueSnapshot | None) -> Iterator[Metric]:
+def _totals(snap: QueueSnapshot | None) -> Iterator[Metric]:
+    """The families that name no study and no project."""
     up = GaugeMetricFamily("stsweep_database_up", "1 if the last scrape could read the database, else 0.")
     up.add_metric([], 0.0 if snap is None else 1.0)
     yield up
     trials = GaugeMetricFamily("stsweep_trials", "Trials by state, across all studies.", labels=["state"])
-    study_trials = GaugeMetricFamily("stsweep_study_trials", "Trials by state of each queued, running or paused "
-                                     "study.", labels=["study_id", "state"])
     studies = GaugeMetricFamily("stsweep_studies", "Studies by status.", labels=["status"])
     claims = GaugeMetricFamily("stsweep_trial_claims", "Claims of trial slots by workers, given back or not, over "
                                "the trials in the database.")
@@ -108,8 +131,6 @@ def _families(snap: QueueSnapshot | None) -> Iterator[Metric]:
     if snap is not None:
         for state, n in snap.trials_by_state.items():
             trials.add_metric([state], n)
-        for (study_id, state), n in sorted(snap.open_study_trials.items()):
-            study_trials.add_metric([study_id, state], n)
         for status, n in snap.studies_by_status.items():
             studies.add_metric([status], n)
         claims.add_metric([], snap.claims)
@@ -120,7 +141,25 @@ def _families(snap: QueueSnapshot | None) -> Iterator[Metric]:
         for device, n in sorted(snap.workers_alive.items()):
             workers.add_metric([device], n)
         rate.add_metric([], snap.examples_per_second)
-    yield from (trials, study_trials, studies, claims, give_backs, reaps, expired, workers, rate)
+    yield from (trials, studies, claims, give_backs, reaps, expired, workers, rate)
+
+
+def _per_project(snap: QueueSnapshot | None) -> Iterator[Metric]:
+    """The families that name projects and studies (those of the snapshot's `Series`)."""
+    project_trials = GaugeMetricFamily("stsweep_project_trials", "Trials by state, by project.",
+                                       labels=["project", "state"])
+    project_studies = GaugeMetricFamily("stsweep_project_studies", "Studies by status, by project.",
+                                        labels=["project", "status"])
+    study_trials = GaugeMetricFamily("stsweep_study_trials", "Trials by state of each queued, running or paused "
+                                     "study.", labels=["project", "study_id", "state"])
+    if snap is not None:
+        for (project, state), n in sorted(snap.project_trials.items()):
+            project_trials.add_metric([project, state], n)
+        for (project, status), n in sorted(snap.project_studies.items()):
+            project_studies.add_metric([project, status], n)
+        for (project, study_id, state), n in sorted(snap.open_study_trials.items()):
+            study_trials.add_metric([project, study_id, state], n)
+    yield from (project_trials, project_studies, study_trials)
 
 
 # ------------------------------------------------------------------ request latency

@@ -81,13 +81,23 @@ def by_state(s: Session) -> dict[str, int]:
     return out
 
 
-def by_study_state(s: Session, statuses: tuple[str, ...]) -> dict[tuple[str, str], int]:
-    """(study id, state) -> trials, for the studies whose status is one of `statuses` (states with none left
-    out)."""
-    return {(sid, state): int(n) for sid, state, n in s.execute(text("""
-        SELECT c.study_id, c.state, sum(c.trials) FROM trial_counts c JOIN studies st ON st.id = c.study_id
-        WHERE st.status = ANY(:statuses) GROUP BY c.study_id, c.state HAVING sum(c.trials) <> 0"""),
-        {"statuses": list(statuses)}).all()}
+def by_study_state(s: Session, statuses: tuple[str, ...],
+                   project: str | None = None) -> dict[tuple[str, str, str], int]:
+    """(project, study id, state) -> trials, for the studies whose status is one of `statuses`, of `project`
+    (None: every project); states with none left out."""
+    only = " AND st.project = :project" if project is not None else ""
+    return {(proj, sid, state): int(n) for proj, sid, state, n in s.execute(text(f"""
+        SELECT st.project, c.study_id, c.state, sum(c.trials) FROM trial_counts c JOIN studies st ON st.id = c.study_id
+        WHERE st.status = ANY(:statuses){only} GROUP BY st.project, c.study_id, c.state HAVING sum(c.trials) <> 0"""),
+        {"statuses": list(statuses), "project": project}).all()}
+
+
+def by_project_state(s: Session, project: str | None = None) -> dict[tuple[str, str], int]:
+    """(project, state) -> trials, of `project` (None: every project); pairs with none left out."""
+    only = "WHERE st.project = :project " if project is not None else ""
+    return {(proj, state): int(n) for proj, state, n in s.execute(text(f"""
+        SELECT st.project, c.state, sum(c.trials) FROM trial_counts c JOIN studies st ON st.id = c.study_id
+        {only}GROUP BY st.project, c.state HAVING sum(c.trials) <> 0"""), {"project": project}).all()}
 
 
 @dataclass(frozen=True)

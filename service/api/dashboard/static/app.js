@@ -1,5 +1,7 @@
 /* stsweep dashboard: one page, vanilla JS, plotly.js for charts. Routes: #/ (studies), #/studies/{id},
-   #/workers. The study page loads once, then polls /changes?cursor= every 2 s and applies the delta. */
+   #/workers. The study page loads once, then polls /changes?cursor= every 2 s and applies the delta.
+   Signing in reads the token's own record (GET /v1/tokens/me): the top bar shows its project and role, the pages
+   list what the API returns for it, and controls its role may not use are not drawn (the API refuses them anyway). */
 "use strict";
 
 const TOKEN_KEY = "stsweep.token";
@@ -9,10 +11,15 @@ const PAGE_SIZE = 50;
 const STATES = ["complete", "running", "pruned", "failed", "queued"];
 const STUDY_STATUSES = ["queued", "running", "paused", "stopped", "completed", "failed"];
 const COLORS = { complete: "#2563eb", running: "#ea8a00", pruned: "#9aa3af", failed: "#dc2626" };
+const ROLE_RANK = { viewer: 0, member: 1, admin: 2 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 let view = null; // the current page's state; replaced on every route change
 let timer = null;
+let me = null; // the token's own record (GET /v1/tokens/me): its name, project and role
+
+// Whether the signed-in token's role is `role` or above (viewer < member < admin).
+const can = (role) => me !== null && ROLE_RANK[me.role] >= ROLE_RANK[role];
 
 // ------------------------------------------------------------------ helpers
 
@@ -104,6 +111,7 @@ function showSignIn(message) {
   $("#nav").hidden = true;
   $("#sign-out").hidden = true;
   $("#live").hidden = true;
+  $("#whoami").hidden = true;
   $("#sign-in").hidden = false;
   const err = $("#sign-in-error");
   err.hidden = !message;
@@ -113,6 +121,7 @@ function showSignIn(message) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  me = null;
   showSignIn(message);
 }
 
@@ -120,14 +129,25 @@ async function signIn(event) {
   event.preventDefault();
   const value = $("#token-input").value.trim();
   if (!value) return;
-  const res = await fetch("/v1/studies?limit=1", { headers: { Authorization: `Bearer ${value}` } });
+  const res = await fetch("/v1/tokens/me", { headers: { Authorization: `Bearer ${value}` } });
   if (!res.ok) {
     showSignIn(res.status === 401 ? "That token was not accepted." : `Sign-in failed: ${res.status}`);
     return;
   }
+  me = await res.json();
   sessionStorage.setItem(TOKEN_KEY, value);
   $("#token-input").value = "";
   route();
+}
+
+// The top bar's "project P (role)" of the signed-in token.
+function showWhoami() {
+  const w = $("#whoami");
+  w.replaceChildren(el("span", { class: "muted", text: "project " }), el("strong", { text: me.project }),
+    el("span", { class: "role", text: me.role }));
+  w.title = `token "${me.name}": a ${me.role} of project ${me.project}`;
+  Object.assign(w.dataset, { project: me.project, role: me.role });
+  w.hidden = false;
 }
 
 // ------------------------------------------------------------------ routing
@@ -153,10 +173,16 @@ function setLive(ok, message) {
 
 function route() {
   if (!token()) { showSignIn(); return; }
+  if (!me) { // a reload: the token is kept for the session, who it is is asked again
+    api("/v1/tokens/me").then((m) => { me = m; route(); },
+      (e) => { if (!(e instanceof AuthError)) showSignIn(`Could not read the token: ${e.message}`); });
+    return;
+  }
   stopTimer();
   $("#sign-in").hidden = true;
   $("#nav").hidden = false;
   $("#sign-out").hidden = false;
+  showWhoami();
   const app = $("#app");
   app.hidden = false;
   app.replaceChildren();
@@ -212,8 +238,13 @@ const STUDY_SORTS = {
 };
 
 async function studiesPage() {
-  view = { page: "studies", sort: sessionStorage.getItem("stsweep.sort") || "created", status: sessionStorage.getItem("stsweep.status") || "" };
+  const admin = can("admin"); // every project's studies: a Project column and filter
+  view = { page: "studies", sort: sessionStorage.getItem("stsweep.sort") || "created", status: sessionStorage.getItem("stsweep.status") || "",
+    project: admin ? sessionStorage.getItem("stsweep.project") || "" : "" };
   const v = view;
+  const projectSel = admin ? el("select", { id: "project-filter", onchange: (e) => { v.project = e.target.value; sessionStorage.setItem("stsweep.project", v.project); refresh(); } },
+    el("option", { value: "" }, "All projects"), v.project ? el("option", { value: v.project, selected: true }, v.project) : null) : null;
+  const heads = ["Study", ...(admin ? ["Project"] : []), "Status", "Progress", "Best vs baseline", "Trials", "Workers", "Elapsed", "ETA"];
   const statusSel = el("select", { id: "status-filter", onchange: (e) => { v.status = e.target.value; sessionStorage.setItem("stsweep.status", v.status); refresh(); } },
     el("option", { value: "" }, "All statuses"), STUDY_STATUSES.map((s) => el("option", { value: s, selected: s === v.status }, s)));
   const sortSel = el("select", { id: "study-sort", onchange: (e) => { v.sort = e.target.value; sessionStorage.setItem("stsweep.sort", v.sort); draw(); } },
@@ -221,9 +252,9 @@ async function studiesPage() {
   const body = el("tbody");
   const total = el("span", { class: "muted" });
   $("#app").append(el("div", { class: "stack" },
-    el("div", { class: "row" }, el("h1", { text: "Studies" }), total, el("div", { class: "spacer" }), statusSel, sortSel),
+    el("div", { class: "row" }, el("h1", { text: "Studies" }), total, el("div", { class: "spacer" }), projectSel, statusSel, sortSel),
     el("div", { class: "card table-card" }, el("div", { class: "table-scroll" }, el("table", { id: "studies-table" },
-      el("thead", {}, el("tr", {}, ["Study", "Status", "Progress", "Best vs baseline", "Trials", "Workers", "Elapsed", "ETA"].map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, heads.map((h) => el("th", { text: h })))),
       body)))));
 
   function draw() {
@@ -231,6 +262,7 @@ async function studiesPage() {
     total.textContent = `${v.total} ${v.total === 1 ? "study" : "studies"}`;
     body.replaceChildren(...(items.length ? items.map((s) => el("tr", { dataset: { studyId: s.id } },
       el("td", {}, el("a", { href: `#/studies/${s.id}`, class: "study-link" }, el("strong", { text: s.name })), el("div", { class: "muted small", text: s.id })),
+      admin ? el("td", { dataset: { project: s.project } }, s.project) : null,
       el("td", {}, badge(s.status)),
       el("td", {}, progressBar(s.progress, s.id)),
       el("td", {}, bestVsBaseline(s)),
@@ -238,11 +270,11 @@ async function studiesPage() {
       el("td", { class: "num", dataset: { workers: s.id } }, String(v.workers[s.id] || 0)),
       el("td", { class: "num" }, fmtDuration(s.progress.elapsed_seconds)),
       el("td", { class: "num", dataset: { etaBound: s.progress.eta_bound || "" } }, fmtEta(s.progress)),
-    )) : [el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No studies yet. Submit one with `stsweep submit`." }))]));
+    )) : [el("tr", {}, el("td", { colspan: heads.length, class: "empty", text: "No studies yet. Submit one with `stsweep submit`." }))]));
   }
 
   async function refresh() {
-    const q = v.status ? `&status=${v.status}` : "";
+    const q = (v.status ? `&status=${v.status}` : "") + (v.project ? `&project=${encodeURIComponent(v.project)}` : "");
     const [page, workers] = await Promise.all([api(`/v1/studies?limit=500${q}`), api("/v1/workers")]);
     if (view !== v) return;
     v.items = page.items;
@@ -252,6 +284,13 @@ async function studiesPage() {
     draw();
   }
 
+  if (admin) { // the filter's choices: every project (fetched once per visit)
+    api("/v1/projects").then((list) => {
+      if (view !== v) return;
+      projectSel.replaceChildren(el("option", { value: "" }, "All projects"),
+        ...list.items.map((p) => el("option", { value: p.name, selected: p.name === v.project }, p.name)));
+    }, () => {});
+  }
   await refresh();
   setLive(true);
   schedule(refresh, LIST_POLL_MS);
@@ -363,8 +402,10 @@ function studySkeleton(v) {
       el("div", { class: "crumbs" }, el("a", { href: "#/" }, "Studies"), " / ", s.name),
       el("div", { class: "study-head" },
         el("h1", { id: "study-name", text: s.name }), el("span", { id: "study-status" }), el("span", { class: "id", text: s.id }),
+        el("span", { class: "project-tag", id: "study-project", title: "project", text: s.project }),
         el("div", { class: "spacer" }),
-        action("pause", "Pause"), action("resume", "Resume"), action("stop", "Stop", "btn-danger"),
+        // A viewer reads and pulls; changing a study's status takes a member (the API answers 403 otherwise).
+        can("member") ? [action("pause", "Pause"), action("resume", "Resume"), action("stop", "Stop", "btn-danger")] : null,
         el("button", { class: "btn btn-primary", id: "btn-download", onclick: () => downloadBest(v) }, "Download best checkpoint")),
       el("div", { id: "status-reason", class: "status-reason", hidden: true })),
     el("div", { class: "cards", id: "summary-cards" }),
@@ -405,9 +446,10 @@ function renderSummary(v) {
   $("#study-status").dataset.status = s.status;
   const reason = $("#status-reason");
   reason.hidden = !s.status_reason; reason.textContent = s.status_reason || "";
-  $("#btn-pause").disabled = !["queued", "running"].includes(s.status);
-  $("#btn-resume").disabled = !["paused", "stopped"].includes(s.status);
-  $("#btn-stop").disabled = !["queued", "running", "paused"].includes(s.status);
+  for (const [verb, from] of [["pause", ["queued", "running"]], ["resume", ["paused", "stopped"]], ["stop", ["queued", "running", "paused"]]]) {
+    const button = $(`#btn-${verb}`); // absent for a viewer
+    if (button) button.disabled = !from.includes(s.status);
+  }
   $("#btn-download").disabled = !s.best;
   const stat = (label, value, sub, extra) => el("div", { class: "card stat" }, el("div", { class: "label", text: label }), el("div", { class: "value" }, value), sub ? el("div", { class: "sub" }, sub) : null, extra || null);
   $("#summary-cards").replaceChildren(
