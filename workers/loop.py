@@ -5,8 +5,9 @@ baseline, test split, Optuna's storage) is retried through an outage, which is l
 once when it ends. A trial whose lease outlived the outage goes on; one whose lease ran out is abandoned (its
 writes are refused) and resumes elsewhere from its checkpoint. A trained trial whose final checkpoint or
 result cannot be stored after retries is given back to the queue with its resumable checkpoint, never failed:
-only real failures (an error in training, running out of memory, lost leases) fail a trial or use up one of
-its `max_attempts`, and its history says which fault each attempt met.
+only real failures (an error in training, running out of memory, lost leases, a final checkpoint its project's
+stored-bytes quota has no room for) fail a trial or use up one of its `max_attempts`, and its history says which
+fault each attempt met.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from service.store import (baseline_job, optuna_bridge, quarantine, queue, resul
                            study_check)
 from service.store.optuna_history import HistoryBound
 from service.store.maintenance import MaintenanceThread
+from workers import final_checkpoint
 from workers.contract import TrialOutcome, TrialRun
 from workers.devices import free_memory, is_out_of_memory
 from workers.faults import FAULT_GIVEBACKS_BEFORE_FAILING, Faults, GaveUp, transient
@@ -290,19 +292,15 @@ class Worker:
             assert outcome.best_model_dir is not None and value is not None
             db.call("lease", queue.check_lease, self.ctx.sessions, claim.lease, stop=stop)  # no upload if stale
             # Raises GaveUp past the retries: run_trial then gives the trial back with its resumable checkpoint.
-            info = self.faults.store.call("final checkpoint", self.ctx.artifacts.put_dir,
-                                          f"{hooks.key_prefix}/final.tar", outcome.best_model_dir,
-                                          deadline=time.monotonic() + self.ctx.settings.fault_retry_seconds)
+            # A project out of stored bytes raises PayloadTooLarge: run_trial fails the trial with its message.
+            info = final_checkpoint.upload(self.ctx, self.faults, claim.lease, f"{hooks.key_prefix}/final.tar",
+                                           outcome.best_model_dir, stop)
             finish = queue.Finish(state="complete", value=value, metrics=outcome.metrics,
                                   checkpoint_key=info.key, checkpoint_sha256=info.sha256, checkpoint_bytes=info.size,
                                   examples_seen=outcome.examples_seen)
         try:
-            status = db.call("finish", queue.finish, self.ctx.sessions, claim.lease, finish,
-                             self.ctx.settings.failure_streak_to_pause, stop=stop)
-        except LeaseLost:
-            if finish.checkpoint_key:
-                self.faults.store.once("delete", self.ctx.artifacts.delete, finish.checkpoint_key)  # ours alone
-            raise
+            # Refused (a lost lease, the byte quota): the checkpoint is deleted, and run_trial handles the error.
+            status = final_checkpoint.record(self.ctx, self.faults, claim.lease, finish, stop)
         except GaveUp:
             if finish.checkpoint_key:
                 log.warning("trial %s: stopping before the result could be recorded; the trial resumes elsewhere",

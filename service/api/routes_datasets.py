@@ -165,7 +165,8 @@ async def upload_dataset(
     past the data file limits on rows and decoded size (README, "Data files"), 422 naming the limit or the row
     and column at fault (a cell too large, a column too many, nesting, text that is not text); a refused upload
     leaves nothing behind. The data set goes to the token's project (an admin may name another in `project`);
-    de-duplication is per project."""
+    de-duplication is per project. 413 naming `max_stored_bytes` when the new bytes would pass the project's
+    quota (bytes the project already holds store nothing and pass)."""
     owner = principal.target_project(project)  # before reading the body
     await run_in_threadpool(projects.require_project, ctx.sessions, owner)
     limit = ctx.settings.max_upload_bytes  # of the file; the request guard counts the whole body (api/guard.py)

@@ -54,7 +54,9 @@ def create_study(
 ) -> StudyPublic:
     """Submit a study. With an `Idempotency-Key` header, repeating the same request returns the same study.
     With `warm_start_from`, the old study's best configurations are enqueued first (422 when they do not fit).
-    The study goes to the token's project; an admin may name another in `project`."""
+    The study goes to the token's project; an admin may name another in `project`. The project's quotas are
+    checked with the study stored (429 naming `max_active_studies` or `max_trials`, and nothing is stored): it
+    counts as one active study and `budget.n_trials` trials (plus `confirm.top_k` x `confirm.seeds`)."""
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput("must not be empty (leave the header out instead)", field="Idempotency-Key")
     project = principal.target_project(spec.project)
@@ -146,7 +148,8 @@ def extend_study(study_id: StudyId, body: ExtendRequest, sessions: SessionsDep) 
     last trial; its Optuna history is kept). A stopped or completed study runs again and completes again (with
     `confirm`, new top configurations get confirm runs; the test split is scored again if the winner changed,
     the old score shown with `rescoring` until then); a paused one stays paused. Not idempotent: every request
-    adds its trials (the response's `progress.n_trials` says the new budget)."""
+    adds its trials (the response's `progress.n_trials` says the new budget). The new trials count against the
+    project's `max_trials`, and a study that runs again against its `max_active_studies` (429 naming the quota)."""
     lifecycle.extend(sessions, study_id, body.n_trials, MAX_TRIALS)
     return studies.get_study(sessions, study_id)
 

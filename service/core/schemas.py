@@ -254,7 +254,7 @@ class ProjectUpdate(BaseModel):
 
 class ProjectUsage(BaseModel):
     active_studies: int
-    trials: int  # queued plus running
+    trials: int  # queued plus running (a stopped study's queued slots left out until it runs again)
     stored_bytes: int  # data sets plus final checkpoints
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts.store import HashingWriter
 from service.context import Context
 from service.core.access import DEFAULT_PROJECT
+from service.store import quotas
 from service.store.db import session_scope
 from service.core.score_range import parse_score_range
 from service.core.errors import Conflict, InvalidInput, NotFound
@@ -189,7 +190,8 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions,
     """Check the spooled upload for ``opts.task`` and publish it in `project`. Returns (dataset, created).
 
     Same bytes already stored in the project: the row is returned as is (created False), after the bytes were checked for this
-    upload's task too; a different declared format for the same bytes is a Conflict.
+    upload's task too; a different declared format for the same bytes is a Conflict. New bytes that would pass the
+    project's `max_stored_bytes` are a PayloadTooLarge naming it, and nothing is stored.
     """
     spool.finish()
     if spool.size == 0:
@@ -218,8 +220,14 @@ def ingest(ctx: Context, spool: Spool, filename: str, opts: UploadOptions,
                                f"not {fmt}", field="format")
             created = False
         else:
+            # The byte quota: checked before publishing (sparing an upload bound to be refused), and again with
+            # the project row locked right before the row is stored. The lock is not held during the upload,
+            # which may take long: an upload that loses a race for the last bytes is deleted again.
+            what = f"a data set of {spool.size} bytes"
+            quotas.check_bytes(s, quotas.hold(s, project, quotas.BYTES, lock=False), spool.size, what)
             ctx.artifacts.put_file(key, spool.path)
             try:
+                quotas.check_bytes(s, quotas.hold(s, project, quotas.BYTES), spool.size, what)
                 s.execute(text("""
                     INSERT INTO datasets (id, sha256, filename, format, size_bytes, storage_key, row_count, columns,
                                           duplicate_rows, preview, project)

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.errors import Conflict, InvalidInput, NotFound
-from service.store import confirm, quarantine, study_check
+from service.store import confirm, quarantine, quotas, study_check, trial_counts
 from service.store.db import session_scope
 from service.store.study_sql import CHECKED_COLUMNS, TIMED_OUT_SQL
 from service.store.winner import winner_run_number
@@ -144,13 +144,16 @@ _TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 def change_status(factory: sessionmaker[Session], study_id: str, action: Action) -> str:
     """Pause: no new trials start, running ones finish. Stop: running trials are interrupted at their next
-    step and given back to the queue with their checkpoint, so a later resume loses nothing. Resume: both."""
+    step and given back to the queue with their checkpoint, so a later resume loses nothing. Resume: both; a
+    stopped study (unlike a paused one) is active again, within its project's quotas on active studies and
+    queued trials (429 naming the quota otherwise)."""
     return quarantine.guarded(factory, study_id, action, _change_status, factory, study_id, action)
 
 
 def _change_status(factory: sessionmaker[Session], study_id: str, action: Action) -> str:
     allowed, target = _TRANSITIONS[action]
     with session_scope(factory) as s:
+        limits = _hold_quotas(s, study_id) if action == "resume" else None
         row = s.execute(text("SELECT status, started_at FROM studies WHERE id = :id FOR UPDATE"),
                         {"id": study_id}).first()
         if row is None:
@@ -161,6 +164,8 @@ def _change_status(factory: sessionmaker[Session], study_id: str, action: Action
             raise Conflict(f"cannot {action} a study that is {row.status}", field="status")
         if action == "resume" and row.started_at is None:
             target = "queued"
+        if row.status == "stopped":  # active again, its queued slots with it (a paused study still counts)
+            quotas.check_counts(s, limits, studies=1, trials=trial_counts.trial_total(s, study_id, "queued"))
         s.execute(text("UPDATE studies SET status = :t, status_reason = NULL, updated_at = now(), "
                        "failure_streak = CASE WHEN :t IN ('queued', 'running') THEN 0 ELSE failure_streak END "
                        "WHERE id = :id"), {"t": target, "id": study_id})
@@ -173,12 +178,14 @@ def extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: in
     """Add `n_trials` search slots after the study's last trial and raise its budget; the Optuna study and its
     history stay. A stopped or completed study runs again (and completes again, with new confirm runs for new
     top configurations); a paused one stays paused. Returns the status afterwards. Not idempotent: each call
-    adds its slots. A study whose row is corrupt (study_check.py) is quarantined: a Conflict."""
+    adds its slots, within the project's quotas (QuotaExceeded: the new slots, and a stopped or completed study
+    that runs again, count). A study whose row is corrupt (study_check.py) is quarantined: a Conflict."""
     return quarantine.guarded(factory, study_id, "extend", _extend, factory, study_id, n_trials, cap)
 
 
 def _extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: int) -> str:
     with session_scope(factory) as s:
+        limits = _hold_quotas(s, study_id)
         row = s.execute(text(f"""SELECT {CHECKED_COLUMNS}, status, started_at, spec, {TIMED_OUT_SQL} AS timed_out
                                  FROM studies WHERE id = :id FOR UPDATE"""), {"id": study_id}).first()
         if row is None:
@@ -192,6 +199,10 @@ def _extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: i
         if row.timed_out:
             raise Conflict("the study's timeout_seconds has passed since it started: new trials could not run",
                            field="budget.timeout_seconds")
+        # A stopped or completed study becomes active again (a stopped one with its queued slots).
+        waking = row.status in ("stopped", "completed")
+        queued = trial_counts.trial_total(s, study_id, "queued") if row.status == "stopped" else 0
+        quotas.check_counts(s, limits, studies=1 if waking else 0, trials=n_trials + queued)
         s.execute(text("""INSERT INTO trials (study_id, number, search_index)
                           SELECT :sid, (SELECT coalesce(max(number), -1) FROM trials WHERE study_id = :sid) + g,
                                  (SELECT coalesce(max(search_index), -1) FROM trials WHERE study_id = :sid) + g
@@ -206,6 +217,13 @@ def _extend(factory: sessionmaker[Session], study_id: str, n_trials: int, cap: i
                               failure_streak = CASE WHEN :t = status THEN failure_streak ELSE 0 END
                           WHERE id = :sid"""), {"sid": study_id, "n": n_trials, "t": target})
     return target
+
+
+def _hold_quotas(s: Session, study_id: str) -> quotas.Limits | None:
+    """The study's project row locked (when it sets a count quota), before the study row: the order every
+    quota checker takes them in."""
+    project = quotas.study_project(s, study_id)
+    return quotas.hold(s, project, quotas.COUNTS) if project is not None else None
 
 
 EXTENDABLE = ("queued", "running", "paused", "stopped", "completed")

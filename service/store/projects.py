@@ -1,6 +1,7 @@
 """Projects: a team's space of studies, data sets and tokens, with its quotas (NULL: unlimited) and fair-share
 weight. What a project uses is read here too (`usage`): its unfinished studies, its queued plus running trials
-(from trial_counts, a few rows per study) and its stored bytes (data sets plus final checkpoints)."""
+(from trial_counts, a few rows per study; a stopped study's queued slots do not count until it runs again) and
+its stored bytes (data sets plus final checkpoints). The quotas are checked in service/store/quotas.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ _USAGE = text(f"""
     SELECT
       (SELECT count(*) FROM studies WHERE project = :p AND status IN {UNFINISHED_STUDY}) AS active_studies,
       (SELECT coalesce(sum(c.trials), 0) FROM trial_counts c JOIN studies st ON st.id = c.study_id
-       WHERE st.project = :p AND c.state IN ('queued', 'running')) AS trials,
+       WHERE st.project = :p AND (c.state = 'running' OR c.state = 'queued' AND st.status IN {UNFINISHED_STUDY})
+      ) AS trials,
       (SELECT coalesce(sum(size_bytes), 0) FROM datasets WHERE project = :p)
       + (SELECT coalesce(sum(c.checkpoint_bytes), 0) FROM trial_counts c JOIN studies st ON st.id = c.study_id
          WHERE st.project = :p) AS stored_bytes

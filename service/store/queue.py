@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import baseline_job, lifecycle, quarantine, study_check
+from service.store import baseline_job, lifecycle, quarantine, quotas, study_check
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
 from service.core.errors import CorruptStudy, LeaseLost
@@ -405,7 +405,9 @@ class Finish:
 
 def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_after_streak: int) -> str:
     """End the trial (guarded by the lease: publishing the final checkpoint is this one write) and settle the
-    study. Returns the study's status afterwards.
+    study. Returns the study's status afterwards. A final checkpoint that would pass the project's byte quota is
+    a PayloadTooLarge (checked under the project's row lock with the checkpoint counted), and nothing is
+    recorded: the worker deletes the object and fails the trial with that reason.
 
     The finishing token stays on the row, so a retry of a finish whose commit went through unseen is
     recognised (and answered the same) instead of being taken for a lost lease."""
@@ -433,11 +435,22 @@ def finish(factory: sessionmaker[Session], lease: Lease, result: Finish, pause_a
                 raise _lost(lease)
             return _settle_after(s, done.study_id, None)  # this very finish, retried: already recorded
         study_id, worker_id = row
+        if result.checkpoint_key is not None and result.checkpoint_bytes:
+            _check_stored_bytes(s, study_id, result.checkpoint_bytes)
         if worker_id is not None:
             s.execute(text("UPDATE workers SET trials_done = trials_done + 1, current_trial_id = NULL, "
                            "status = 'idle' WHERE id = :w"), {"w": worker_id})
         return _settle_after(s, study_id, lambda: lifecycle.track_failures(
             s, study_id, result.state, _text(result.failure_reason), pause_after_streak), lease.trial_id)
+
+
+def _check_stored_bytes(s: Session, study_id: str, nbytes: int) -> None:
+    """The project's byte quota, under its row lock, with this trial's checkpoint already counted (the row was
+    just updated): PayloadTooLarge rolls the finish back."""
+    project = quotas.study_project(s, study_id)
+    if project is not None:
+        quotas.check_bytes(s, quotas.hold(s, project, quotas.BYTES), nbytes, f"final checkpoint of {nbytes} bytes",
+                           counted=True)
 
 
 def _settle_after(s: Session, study_id: str, track: Callable[[], None] | None, trial_id: int | None = None) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import queue, study_check, trial_counts, trial_pages, winner
+from service.store import queue, quotas, study_check, trial_counts, trial_pages, winner
 from service.store.baseline_job import MAX_BASELINE_ATTEMPTS
 from service.store.db import session_scope
 from service.core.access import DEFAULT_PROJECT
@@ -57,8 +57,12 @@ def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str, pr
     """The study an earlier request of `project` with this Idempotency-Key made (keys are per project: one
     project's keys tell nothing of another's)."""
     with session_scope(factory) as s:
-        row = s.execute(text("SELECT id, request_hash FROM studies WHERE project = :p AND idempotency_key = :k"),
-                        {"k": key, "p": project}).first()
+        return _idempotent(s, key, body_hash, project)
+
+
+def _idempotent(s: Session, key: str, body_hash: str, project: str) -> str | None:
+    row = s.execute(text("SELECT id, request_hash FROM studies WHERE project = :p AND idempotency_key = :k"),
+                    {"k": key, "p": project}).first()
     if row is None:
         return None
     if row.request_hash != body_hash:
@@ -69,11 +73,20 @@ def find_idempotent(factory: sessionmaker[Session], key: str, body_hash: str, pr
 def insert_study(factory: sessionmaker[Session], study_id: str, optuna_name: str, spec: StudySpec,
                  idempotency_key: str | None, dataset_ids: dict[str, str], body_hash: str | None = None, *,
                  project: str = DEFAULT_PROJECT) -> Created:
-    """Store the study (in `project`) and its budget as queued slots, in one transaction. `body_hash`: the
-    request's hash when the stored spec differs from the posted one (warm_start_from enqueues configurations)."""
+    """Store the study (in `project`) and its budget as queued slots, in one transaction, within the project's
+    quotas on active studies and trials (QuotaExceeded otherwise, and nothing is stored: service/store/quotas.py).
+    `body_hash`: the request's hash when the stored spec differs from the posted one (warm_start_from enqueues
+    configurations)."""
     body_hash = body_hash or request_hash(spec)
     try:
         with session_scope(factory) as s:
+            limits = quotas.hold(s, project, quotas.COUNTS)
+            if limits is not None and idempotency_key is not None:
+                # A request with the same key that was let in first made the study: this is its repeat, not new work.
+                existing = _idempotent(s, idempotency_key, body_hash, project)
+                if existing is not None:
+                    return Created(existing, "", created=False)
+            quotas.check_counts(s, limits, studies=1, trials=quotas.study_trials(spec))
             s.execute(
                 text("""INSERT INTO studies (id, name, spec, optuna_study_name, idempotency_key, request_hash,
                             n_trials, max_concurrent_trials, max_attempts, timeout_seconds, direction, project)
