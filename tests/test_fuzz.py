@@ -23,6 +23,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ class Fixtures:
         self.statuses: Counter[int] = Counter()
         self.answers: Counter[tuple[str, int]] = Counter()  # (operation, status)
         self.server_errors: list[str] = []
+        self.forbidden: list[str] = []  # answers the access table forbids (tests/test_access.py)
 
     def must_accept(self, body: dict[str, Any]) -> dict[str, Any]:
         self.accepted_bodies.add(json.dumps(body, sort_keys=True))
@@ -281,11 +283,13 @@ def _check_accepted(case: Any, response: Any, fixtures: Fixtures) -> None:
         f"a valid study body was refused: {response.status_code} {response.text[:500]}")
 
 
-def _fuzz_operation(operation: Any, fixtures: Fixtures) -> None:
-    """Generated requests (schema-valid and schema-invalid) to one operation, checked against the document."""
+def _fuzz_operation(operation: Any, fixtures: Fixtures, examples: int | None = None,
+                    forbids: Callable[[Any, Any], str | None] | None = None) -> None:
+    """Generated requests (schema-valid and schema-invalid) to one operation, checked against the document;
+    `forbids(case, response)` says why an answer is one the access table forbids (None: it is not)."""
     cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
 
-    @settings(max_examples=EXAMPLES.get(operation.label, EXAMPLES_PER_OPERATION), deadline=None,
+    @settings(max_examples=examples or EXAMPLES.get(operation.label, EXAMPLES_PER_OPERATION), deadline=None,
               derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],  # no shrinking
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
     @given(case=cases)
@@ -298,6 +302,10 @@ def _fuzz_operation(operation: Any, fixtures: Fixtures) -> None:
         if response.status_code >= 500:
             fixtures.server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
                                           f"{case.as_curl_command()}"[:2000])
+        why = forbids(case, response) if forbids is not None else None
+        if why is not None:
+            fixtures.forbidden.append(f"{case.method} {case.formatted_path} -> {response.status_code} ({why}): "
+                                      f"{case.as_curl_command()}"[:2000])
         case.validate_response(response, checks=CHECKS)
         _check_accepted(case, response, fixtures)
 
