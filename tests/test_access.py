@@ -328,8 +328,8 @@ def test_every_operation_answers_each_role_and_project_as_the_table_says(world: 
                 wrong.append(f"{cell}: refused, yet it happened")
             if want == 403 and method != "HEAD":
                 error = r.json()["error"]
-                if error["code"] != "forbidden" or error.get("field") != "role" \
-                        or f"a {who.role} token" not in error["message"] or f"the {needed} role" not in error["message"]:
+                named = f"a {who.role} token" in error["message"] and f"the {needed} role" in error["message"]
+                if error["code"] != "forbidden" or error.get("field") != "role" or not named:
                     wrong.append(f"{cell}: the 403 does not name the roles")
             if want == 404 and call.unknown is not None:  # another project's id reads as one nobody has
                 again = world.send(who, method, call.unknown, **call.kwargs)
