@@ -466,3 +466,25 @@ def test_idempotency_keys_are_per_project(world: World) -> None:
                                 (world.beta_member, beta_body, beta.json()["id"])):
         replay = world.send(who, "POST", "/v1/studies", json=body, headers=key)
         assert replay.status_code == 200 and replay.json()["id"] == study_id, replay.text
+
+
+def test_the_python_client_reads_itself_and_an_admin_manages_tokens_and_projects(world: World) -> None:
+    from service.client.http import StsweepClient, StsweepClientError
+
+    api = StsweepClient(token=world.admin.secret, http=TestClient(world.client.app))
+    assert (api.me().name, api.me().role) == ("tests", "admin")
+    made = api.create_token("py", project="beta", role="viewer", expires_in="1h")
+    assert made.token.startswith("sts_") and (made.project, made.role) == ("beta", "viewer")
+    assert made.expires_at is not None and "py" in {t.name for t in api.list_tokens()}
+    assert api.create_project("py-team", max_trials=5).max_trials == 5
+    changed = api.update_project("py-team", share=3, max_trials=None)
+    assert (changed.share, changed.max_trials) == (3, None) and api.get_project("py-team").share == 3
+    viewer = StsweepClient(token=made.token, http=TestClient(world.client.app))
+    assert [p.name for p in viewer.list_projects()] == ["beta"]
+    with pytest.raises(StsweepClientError) as refused:
+        viewer.create_project("by-a-viewer")
+    assert refused.value.status == 403 and refused.value.field == "role"
+    viewer.revoke_token(made.id)
+    with pytest.raises(StsweepClientError) as gone:
+        viewer.me()
+    assert gone.value.status == 401
