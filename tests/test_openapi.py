@@ -1,5 +1,5 @@
 """The OpenAPI lists every status each operation can answer, each error with the shared error schema, and real
-answers (401, 404, 405, 409, 413, 416, 422, 400, 503, idempotent 200) are what the document says."""
+answers (401, 403, 404, 405, 409, 413, 416, 422, 400, 503, idempotent 200) are what the document says."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from httpx import Response
 
 from service.api.app import create_app
+from service.api.deps import required_role
 from service.api.openapi import ROUTE_STATUSES, with_every_status
 from service.context import Context
 from service.core.schemas import ErrorBody
 from service.store import queue
 from service.store.db import session_scope
+from service.store.tokens import create_token
 from sqlalchemy import text
 from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
@@ -29,12 +32,15 @@ PUBLIC = {"/healthz", "/readyz"}
 
 # The statuses only some routes answer, written out here independently of service/api/openapi.py.
 SPECIFIC: dict[tuple[str, str], set[int]] = {
-    ("POST", "/v1/studies"): {200, 201, 400, 409},
+    ("POST", "/v1/studies"): {200, 201, 400, 404, 409},
     ("POST", "/v1/studies/{study_id}/pause"): {409},
     ("POST", "/v1/studies/{study_id}/resume"): {409},
     ("POST", "/v1/studies/{study_id}/stop"): {409},
     ("POST", "/v1/studies/{study_id}/extend"): {400, 409},
-    ("POST", "/v1/datasets"): {200, 201, 409},
+    ("POST", "/v1/datasets"): {200, 201, 404, 409},
+    ("POST", "/v1/tokens"): {404},
+    ("DELETE", "/v1/tokens/{token_id}"): {409},
+    ("POST", "/v1/projects"): {409},
     ("DELETE", "/v1/datasets/{dataset_id}"): {409},
     ("GET", "/v1/studies/{study_id}/best-checkpoint"): {206, 416},
     ("HEAD", "/v1/studies/{study_id}/best-checkpoint"): {206, 416},
@@ -57,7 +63,13 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
             if m in ("get", "post", "put", "delete", "patch", "head")]
 
 
-def expected_statuses(method: str, path: str) -> set[int]:
+def roles_of(app: Any) -> dict[tuple[str, str], str]:
+    """(METHOD, path) -> the role each route states, read from its dependencies (service/api/deps.py)."""
+    return {(m, route.path): required_role(route.dependencies) for route in iter_route_contexts(app.router.routes)
+            if getattr(route, "dependencies", None) for m in route.methods or ()}
+
+
+def expected_statuses(method: str, path: str, roles: dict[tuple[str, str], str] | None = None) -> set[int]:
     # 422: the guard refuses a too-deep JSON body on any path; 400 / 414 / 431: request parts past their bounds
     # (request_bounds.py); 408: a stalled body.
     statuses = {400, 405, 408, 413, 414, 422, 431, 500}
@@ -65,17 +77,24 @@ def expected_statuses(method: str, path: str) -> set[int]:
         statuses |= {401, 503}
     if "{" in path:
         statuses.add(404)
+    if (roles or {}).get((method, path)) in ("member", "admin"):
+        statuses.add(403)  # a token below the route's role
     return statuses | SPECIFIC.get((method, path), set())
 
 
-def test_every_operation_lists_every_status_with_the_error_schema(doc: dict[str, Any]) -> None:
+def test_every_operation_lists_every_status_with_the_error_schema(doc: dict[str, Any], client: TestClient) -> None:
     ops = operations(doc)
+    roles = roles_of(client.app)
     assert len(ops) >= 27 and set(SPECIFIC) <= {(m, p) for m, p, _ in ops}
     for method, path, op in ops:
         responses = op["responses"]
         errors = {int(s) for s in responses if int(s) >= 400}
-        assert expected_statuses(method, path) <= {int(s) for s in responses}, (method, path, sorted(responses))
-        assert errors == {s for s in expected_statuses(method, path) if s >= 400}, (method, path, sorted(errors))
+        expected = expected_statuses(method, path, roles)
+        assert expected <= {int(s) for s in responses}, (method, path, sorted(responses))
+        assert errors == {s for s in expected if s >= 400}, (method, path, sorted(errors))
+        assert op.get("x-role") == roles.get((method, path)), (method, path)
+        if 403 in errors:
+            assert roles[(method, path)] in op["responses"]["403"]["description"]
         for status in errors:
             content = responses[str(status)]["content"]
             assert content == {"application/json": {"schema": {"$ref": ERROR_REF}}}, (method, path, status)
@@ -214,6 +233,21 @@ def test_error_answers_are_what_the_document_says(client: TestClient, doc: dict[
             "/v1/datasets", params=params, content=data, headers={"Content-Type": "application/octet-stream"}), 413)
     finally:
         ctx.settings.max_upload_bytes = old
+
+
+def test_role_and_project_answers_are_what_the_document_says(client: TestClient, doc: dict[str, Any],
+                                                             ctx: Context) -> None:
+    viewer = {"Authorization": f"Bearer {create_token(ctx.sessions, 'viewer', role='viewer')}"}
+    check_documented(doc, "POST", "/v1/studies", client.post("/v1/studies", json=contract_study(), headers=viewer),
+                     403)
+    check_documented(doc, "POST", "/v1/tokens", client.post("/v1/tokens", json={"name": "x"}, headers=viewer), 403)
+    check_documented(doc, "POST", "/v1/studies", client.post("/v1/studies", json=contract_study(project="nope")),
+                     404)
+    check_documented(doc, "POST", "/v1/tokens", client.post("/v1/tokens", json={"name": "x", "project": "nope"}),
+                     404)
+    check_documented(doc, "POST", "/v1/projects", client.post("/v1/projects", json={"name": "default"}), 409)
+    mine = client.get("/v1/tokens/me").json()["id"]
+    check_documented(doc, "DELETE", f"/v1/tokens/{mine}", client.delete(f"/v1/tokens/{mine}"), 409)
 
 
 def test_range_answers_are_what_the_document_says(client: TestClient, doc: dict[str, Any], stsb: None,

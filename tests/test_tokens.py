@@ -157,16 +157,17 @@ def test_cli_token_create_ls_revoke(db_env: dict[str, str], ctx: Context, tmp_pa
     assert created.expires_at is not None
     assert timedelta(days=30) - timedelta(minutes=5) < created.expires_at - datetime.now(timezone.utc) \
         <= timedelta(days=30)
-    ok(stsweep("token", "create", "--name", "forever", env=db_env, cwd=tmp_path))
+    ok(stsweep("token", "create", "--name", "forever", "--role", "admin", env=db_env, cwd=tmp_path))
 
     listing = ok(stsweep("token", "ls", env=db_env, cwd=tmp_path))
     header = listing.splitlines()[0]
-    for column in ("id", "name", "created", "last used", "expires", "revoked"):
+    for column in ("id", "name", "project", "role", "created", "last used", "expires", "revoked"):
         assert column in header, header
     assert secret not in listing and hash_token(secret) not in listing
     row = next(line.split() for line in listing.splitlines() if "ci-bot" in line)
     expires_day = created.expires_at.astimezone().strftime("%Y-%m-%d")
     assert row[0] == str(created.id) and expires_day in row and row[-1] == "-"  # not revoked
+    assert row[1:4] == ["ci-bot", "default", "admin"]  # the deployment's first token
     forever = next(line.split() for line in listing.splitlines() if "forever" in line)
     assert forever[-2:] == ["-", "-"]  # never expires, not revoked
 
@@ -180,6 +181,31 @@ def test_cli_token_create_ls_revoke(db_env: dict[str, str], ctx: Context, tmp_pa
     assert row[-1] != "-"  # the revocation time
 
     one_line_error(stsweep("token", "revoke", "424242", env=db_env, cwd=tmp_path), 1, "424242", "not found")
+
+
+def test_cli_token_create_with_a_project_and_a_role(db_env: dict[str, str], ctx: Context, tmp_path: Path) -> None:
+    first = ok(stsweep("token", "create", "--name", "first", "--project", "default", env=db_env, cwd=tmp_path))
+    assert verify_token(ctx.sessions, first.strip()).role == "admin"  # the first token: an admin
+    later = ok(stsweep("token", "create", "-n", "later", env=db_env, cwd=tmp_path)).strip()
+    assert verify_token(ctx.sessions, later).role == "member"  # then member unless asked
+    one_line_error(stsweep("token", "create", "-n", "x", "--project", "nlp", env=db_env, cwd=tmp_path), 1,
+                   "project 'nlp' not found")
+    from service.core.schemas import ProjectCreate
+    from service.store.projects import create_project
+
+    create_project(ctx.sessions, ProjectCreate(name="nlp"))
+    r = stsweep("token", "create", "-n", "reader", "-p", "nlp", "--role", "viewer", env=db_env, cwd=tmp_path)
+    reader = verify_token(ctx.sessions, ok(r).strip())
+    assert (reader.project, reader.role) == ("nlp", "viewer")
+    assert "viewer of project nlp" in r.stderr
+    listing = ok(stsweep("token", "ls", "--project", "nlp", env=db_env, cwd=tmp_path))
+    rows = [line.split()[1:4] for line in listing.splitlines()[2:] if line.strip()]
+    assert rows == [["reader", "nlp", "viewer"]], listing
+    one_line_error(stsweep("token", "create", "-n", "x", "--role", "owner", env=db_env, cwd=tmp_path), 2,
+                   "--role", "viewer, member, admin")
+    one_line_error(stsweep("token", "create", "-n", "x", "--project", "Not/A/Name", env=db_env, cwd=tmp_path), 2,
+                   "--project")
+    assert {t.name for t in list_tokens(ctx.sessions)} == {"first", "later", "reader"}
 
 
 @pytest.mark.parametrize("bad", ["soon", "30", "0d", "-5m", "1.5h", "12w"])

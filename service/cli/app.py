@@ -75,11 +75,28 @@ def _token_sessions(command: str) -> Iterator[SessionFactory]:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option("--name", "-n", help="Who or what the token is for.")],
+    project: Annotated[str, typer.Option(
+        "--project", "-p", metavar="PROJECT", help="The project the token belongs to (it must exist).")
+    ] = "default",
+    role: Annotated[Optional[str], typer.Option(
+        "--role", "-r", metavar="ROLE", show_default=False,
+        help="admin, member or viewer. Default: admin for the deployment's first token, member after that.")
+    ] = None,
     expires_in: Annotated[Optional[str], typer.Option(
         "--expires-in", metavar="DURATION", help="Expire after this long: 30d, 12h, 90m, 3600s (default: never).")
     ] = None,
 ) -> None:
-    """Create an API token. It is printed once; only its hash is stored."""
+    """Create an API token of a project with a role. It is printed once; only its hash is stored.
+
+    It works on the database directly (STSWEEP_DATABASE_URL): that is how the first admin token is made.
+
+    An admin then makes the others, here or over the API (POST /v1/tokens)."""
+    from service.core.access import PROJECT_NAME, ROLES, check_role
+
+    if role is not None and role not in ROLES:
+        raise fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}", 2)
+    if not PROJECT_NAME.fullmatch(project):
+        raise fail(f"--project: {project!r} is not a project name (a-z, 0-9 and '-', at most 63)", 2)
     seconds = None
     if expires_in is not None:
         try:
@@ -87,9 +104,12 @@ def token_create(
         except ValueError as exc:
             raise fail(f"--expires-in: {exc}", 2) from exc
     with _token_sessions("token create") as sessions:
-        from service.store.tokens import create_token
+        from service.store.tokens import create_token, first_token_role
 
-        typer.echo(create_token(sessions, name, expires_in_seconds=seconds))
+        chosen = check_role(role) if role is not None else first_token_role(sessions)
+        secret = create_token(sessions, name, expires_in_seconds=seconds, project=project, role=chosen)
+    typer.echo(secret)
+    typer.echo(clean(f"token {name!r}: {chosen} of project {project} (shown once)"), err=True)
 
 
 def _when(value: datetime | None) -> str:
@@ -97,14 +117,17 @@ def _when(value: datetime | None) -> str:
 
 
 @token_app.command("ls")
-def token_ls() -> None:
-    """List API tokens: id, name, created, last used, expires, revoked (never the secrets)."""
+def token_ls(
+    project: Annotated[Optional[str], typer.Option("--project", "-p", metavar="PROJECT", show_default=False,
+                                                   help="Only this project's tokens.")] = None,
+) -> None:
+    """List API tokens: id, name, project, role, created, last used, expires, revoked (never the secrets)."""
     with _token_sessions("token ls") as sessions:
         from service.store.tokens import list_tokens
 
-        items = list_tokens(sessions)
+        items = list_tokens(sessions, project)
     if not items:
-        typer.echo("no tokens", err=True)
+        typer.echo("no tokens" + (clean(f" in project {project}") if project else ""), err=True)
         return
     from rich import box
     from rich.console import Console
@@ -114,14 +137,14 @@ def token_ls() -> None:
 
     now = datetime.now(timezone.utc)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("id", "name", "created", "last used", "expires", "revoked"):
+    for column in ("id", "name", "project", "role", "created", "last used", "expires", "revoked"):
         table.add_column(column, justify="right" if column == "id" else "left", no_wrap=column != "name")
     for t in items:
         expires = _when(t.expires_at)
         if t.expires_at is not None and t.expires_at <= now:
             expires += " (expired)"
-        table.add_row(text(t.id), text(t.name), _when(t.created_at), _when(t.last_used_at), expires,
-                      _when(t.revoked_at))
+        table.add_row(text(t.id), text(t.name), text(t.project), text(t.role), _when(t.created_at),
+                      _when(t.last_used_at), expires, _when(t.revoked_at))
     Console(highlight=False).print(table)
 
 
@@ -215,6 +238,8 @@ def demo(
 
 from service.cli.client_commands import register  # noqa: E402  submit, ls, status, best, pull, pause/resume/stop, datasets
 register(app)
+from service.cli.team_commands import register as register_teams  # noqa: E402  project create, ls, set
+register_teams(app)
 
 
 def main() -> None:

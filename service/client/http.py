@@ -1,4 +1,5 @@
-"""A typed Python client for the stsweep API (over httpx): studies, trials, data sets and checkpoints.
+"""A typed Python client for the stsweep API (over httpx): studies, trials, data sets and checkpoints; tokens and
+projects (service/client/teams.py).
 
     with StsweepClient("http://127.0.0.1:8000", token) as api:
         ds = api.upload_dataset("train.jsonl", "scored_pairs", score_range=(0, 5))
@@ -39,6 +40,7 @@ from service.client.model_card import merge_cards, render_model_card
 from service.client.transfer import HeaderDeadline, TransferTooLarge, TransferTooSlow, chunks
 from service.core.schemas import DatasetPublic, Page, StudyPublic, TrialPage, TrialPublic
 from service.client.study_files import parse_study_text
+from service.client.teams import TeamCalls
 
 _CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -119,7 +121,7 @@ def _seg(value: str | int) -> str:
     return quote(str(value), safe="")
 
 
-class StsweepClient:
+class StsweepClient(TeamCalls):
     """``url``: the API's base URL; ``token``: an API token (``stsweep token create``); ``limits``: download cap,
     timeouts and minimum rate (service.client.limits); ``timeout``, when given, replaces ``limits.read_timeout``.
     ``http``: an httpx.Client to use instead (tests pass FastAPI's TestClient); it keeps its base URL and

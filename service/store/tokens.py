@@ -51,6 +51,14 @@ def create_token(factory: sessionmaker[Session], name: str, expires_in_seconds: 
     return token
 
 
+def first_token_role(factory: sessionmaker[Session]) -> Role:
+    """The role `stsweep token create` gives when none is asked for: admin for the deployment's first token
+    (someone must manage it), member for every later one."""
+    with session_scope(factory) as s:
+        any_token = s.execute(text("SELECT EXISTS (SELECT 1 FROM api_tokens)")).scalar_one()
+    return "member" if any_token else "admin"
+
+
 _PUBLIC = "id, name, project, role, created_at, last_used_at, expires_at, revoked_at"
 
 
