@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,7 +27,7 @@ HOSTILE_HEADER = [DIGITS, "x" * 9000, "-1", "\xe9\xff", "%ff%fe%", "1e400", "byt
 UNDECLARED_HEADERS = ["Authorization", "Content-Type", "Content-Encoding", "Accept-Encoding", "Range", "If-Range",
                       "Idempotency-Key"]
 GOOD_PATH = {"study_id": "st_0123456789abcdef", "number": "0", "dataset_id": "ds_" + "0" * 16,
-             "token_id": "999999"}
+             "token_id": "999999", "name": "default"}
 OVERSIZED = (DIGITS, "x" * 5000, "x" * 9000, "bytes=" + DIGITS + "-", "bytes=-" + DIGITS, "bytes=0-" + DIGITS,
              "Bearer " + DIGITS)
 
@@ -38,12 +39,18 @@ def operations(client: TestClient) -> Iterator[tuple[str, str, list[dict[str, An
 
 
 def _body(method: str, path: str) -> dict[str, Any]:
+    if method == "PATCH":  # /v1/projects/{name}: every field optional
+        return {"json": {}}
     if method != "POST":
         return {}
     if path == "/v1/studies":
         return {"json": contract_study()}
     if path.endswith("/extend"):
         return {"json": {"n_trials": 1}}
+    if path == "/v1/tokens":
+        return {"json": {"name": "bounds", "role": "viewer"}}
+    if path == "/v1/projects":
+        return {"json": {"name": "bounds"}}
     return {}
 
 
@@ -74,7 +81,15 @@ def _send(client: TestClient, method: str, path: str, params: list[dict[str, Any
                           **_body(method, path))
 
 
-def test_every_declared_parameter_is_bounded_and_a_bad_value_is_a_4xx_naming_it(client: TestClient) -> None:
+def test_every_declared_parameter_is_bounded_and_a_bad_value_is_a_4xx_naming_it(client: TestClient,
+                                                                               data_root: Path) -> None:
+    (data_root / "stsb").mkdir()
+    for split in ("train", "dev", "test"):
+        (data_root / "stsb" / f"{split}.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "score": 0.5}\n')
+    # A study that exists: a study id the token cannot see is a 404 before any other parameter is looked at.
+    created = client.post("/v1/studies", json=contract_study())
+    assert created.status_code == 201, created.text
+    GOOD_PATH["study_id"] = created.json()["id"]
     seen = 0
     for method, path, params in operations(client):
         for target in params:
