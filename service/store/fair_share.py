@@ -15,12 +15,13 @@ raced others (claims of one snapshot all see the same lowest project) is charged
 claims that follow: the long-run shares are exact, and what concurrency can bend is bounded by the number of
 claims in flight at once.
 
-What it costs (`charge`, the last statement of the claim's transaction): the claimed project's row is locked from
-that statement to the commit, so concurrent claims of one project wait for each other only there, one commit each
-(about a millisecond on local disk): with many workers and two or more live projects, one project's claims pass
-at most one per commit latency, and claims of different projects never wait on each other (the lifts skip rows
-another claim holds). While the claimed project is the only live one nothing is charged and no row is written:
-a deployment with one project claims exactly as it did before fair share.
+What it costs (`charge`, the last statements of the claim's transaction): the claimed project's row is locked from
+the charge to the commit (a lift, one more statement when a project is behind, comes in between), so concurrent
+claims of one project wait for each other there, a statement and a commit each (about a millisecond on local
+disk): with many workers and two or more live projects, one project's claims pass one at a time through that last
+millisecond, and claims of different projects never wait on each other (the lifts skip rows another claim holds).
+While the claimed project is the only live one, the claim runs no statement of this module and locks and writes
+nothing here: a deployment with one project claims as it did before fair share.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ CLAIMABLE_SQL = f"""(studies.status IN {ACTIVE_STUDY} AND NOT {TIMED_OUT_SQL}
 # The claim order's first key for a `studies` row: its project's virtual time (a primary-key probe).
 PROJECT_VTIME_SQL = "(SELECT pr.vtime FROM projects pr WHERE pr.name = studies.project)"
 
+
+
+def contended_sql(alias: str) -> str:
+    """Whether a study of another project than `alias`.project could be claimed too (else the claim charges
+    nothing: `charge` is not called)."""
+    return f"EXISTS (SELECT 1 FROM studies WHERE studies.project <> {alias}.project AND {CLAIMABLE_SQL})"
+
+
 # The virtual time a new project starts at: level with the live projects (or, with none live, with the furthest
 # project), so that it neither jumps ahead of the projects working now nor waits behind them.
 INITIAL_VTIME_SQL = f"""(SELECT coalesce(
@@ -48,31 +57,39 @@ INITIAL_VTIME_SQL = f"""(SELECT coalesce(
                                                              WHERE {CLAIMABLE_SQL})),
     (SELECT max(pr.vtime) FROM projects pr), 0))"""
 
-# One statement, after the claim (the claimed project may have just run out of queued slots: it counts as live
-# for `floor` all the same). `lifted` takes the rows it lifts SKIP LOCKED: a row another claim is charging or
-# lifting is left to it. The charge itself waits for the project's row (its claims all count).
+# After the claim (the claimed project may have just run out of queued slots: it counts as live for `floor` all the
+# same). The charge waits for the project's row (its claims all count); it is the only wait, and the claim holds no
+# other projects row then, so claims never deadlock on these rows.
 _CHARGE = text(f"""
     WITH live AS (
         SELECT DISTINCT studies.project FROM studies WHERE {CLAIMABLE_SQL}
     ), floor AS (
         SELECT min(vtime) AS v FROM projects WHERE name = :project OR name IN (SELECT project FROM live)
-    ), idle AS (
-        SELECT projects.name FROM projects, floor
-        WHERE projects.name <> :project AND projects.name NOT IN (SELECT project FROM live)
-          AND projects.vtime < floor.v
-        FOR UPDATE OF projects SKIP LOCKED
-    ), lifted AS (
-        UPDATE projects SET vtime = floor.v FROM floor, idle
-        WHERE projects.name = idle.name AND projects.vtime < floor.v
-        RETURNING projects.name
+    ), charged AS (
+        UPDATE projects SET vtime = greatest(projects.vtime, floor.v) + 1.0 / projects.share
+        FROM floor
+        WHERE projects.name = :project AND EXISTS (SELECT 1 FROM live WHERE live.project <> :project)
     )
-    UPDATE projects SET vtime = greatest(projects.vtime, floor.v) + 1.0 / projects.share
+    SELECT floor.v AS floor, array(SELECT project FROM live) AS live,
+           EXISTS (SELECT 1 FROM projects WHERE name <> :project AND name NOT IN (SELECT project FROM live)
+                   AND vtime < floor.v) AS behind
     FROM floor
-    WHERE projects.name = :project AND EXISTS (SELECT 1 FROM live WHERE live.project <> :project)
+""")
+
+# Then the projects not live that are behind `floor` (when there are) are lifted to it, SKIP LOCKED: a row another
+# claim is charging or lifting is left to it, and this never waits.
+_LIFT = text("""
+    UPDATE projects SET vtime = :floor
+    WHERE name IN (SELECT name FROM projects WHERE name <> :project AND name <> ALL(:live) AND vtime < :floor
+                   FOR UPDATE SKIP LOCKED)
 """)
 
 
 def charge(s: Session, project: str) -> None:
-    """Count one claim of `project`, in the claim's transaction: its virtual time goes up by `1 / share` (not
-    while it is the only live project), and the projects that are not live are lifted to `floor`."""
-    s.execute(_CHARGE, {"project": project})
+    """Count one claim of `project`, in the claim's transaction, when another project was live as it chose
+    (`contended_sql`): its virtual time goes up by `1 / share` (unless it is the only live project by now), and
+    the projects that are not live are lifted to `floor`. While one project alone has work nothing moves, and
+    the claim does not call this: the projects keep where they stand to each other."""
+    row = s.execute(_CHARGE, {"project": project}).one()
+    if row.behind:
+        s.execute(_LIFT, {"project": project, "floor": row.floor, "live": list(row.live)})

@@ -85,11 +85,14 @@ def create_slots(session: Session, study_id: str, n_trials: int) -> None:
 # row. Studies of the project with the lowest fair-share virtual time first (fair_share.py), the oldest first
 # within a project. Never raises whatever a row holds (study_sql.py): a study whose columns are unusable passes
 # (its timeout counts as not passed) and is quarantined by the claim (study_check.py).
+# `contended`: whether another project has work too (only then is the claim charged).
 _NEXT_STUDY = text(f"""
-    SELECT {CHECKED_COLUMNS}, spec, status, project FROM studies
-    WHERE id <> ALL(:tried) AND {fair_share.CLAIMABLE_SQL}
-    ORDER BY {fair_share.PROJECT_VTIME_SQL}, created_at, id
-    LIMIT 1
+    SELECT chosen.*, {fair_share.contended_sql("chosen")} AS contended FROM (
+        SELECT {CHECKED_COLUMNS}, spec, status, project FROM studies
+        WHERE id <> ALL(:tried) AND {fair_share.CLAIMABLE_SQL}
+        ORDER BY {fair_share.PROJECT_VTIME_SQL}, created_at, id
+        LIMIT 1
+    ) AS chosen
 """)
 
 
@@ -193,7 +196,8 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
             if got is not None:
                 if row.status == "queued":
                     lifecycle.mark_started(s, row.id)
-                fair_share.charge(s, row.project)  # last: it locks the project's row until the commit
+                if row.contended:
+                    fair_share.charge(s, row.project)  # last: it locks the project's row until the commit
                 return _claim(got, token), row.id
 
 
