@@ -15,13 +15,15 @@ raced others (claims of one snapshot all see the same lowest project) is charged
 claims that follow: the long-run shares are exact, and what concurrency can bend is bounded by the number of
 claims in flight at once.
 
-What it costs (`charge`, the last statements of the claim's transaction): the claimed project's row is locked from
-the charge to the commit (a lift, one more statement when a project is behind, comes in between), so concurrent
-claims of one project wait for each other there, a statement and a commit each (about a millisecond on local
-disk): with many workers and two or more live projects, one project's claims pass one at a time through that last
-millisecond, and claims of different projects never wait on each other (the lifts skip rows another claim holds).
-While the claimed project is the only live one, the claim runs no statement of this module and locks and writes
-nothing here: a deployment with one project claims as it did before fair share.
+What it costs (`charge`, at the end of the claim's transaction: after the slot is taken, before a study's first
+claim marks its row started, so the project's row comes before the study's, as the quota checks take them): the
+claimed project's row is locked from the charge to the commit (a lift, one more statement when a project is
+behind, comes in between), so concurrent claims of one project wait for each other there, a statement or two
+and a commit each (about a millisecond on local disk): with many workers and two or more live projects, one
+project's claims pass one at a time through that last millisecond, and claims of different projects never wait on
+each other (the lifts skip rows another claim holds). While the claimed project is the only live one, the claim
+runs no statement of this module and locks and writes nothing here: a deployment with one project claims as it
+did before fair share.
 """
 
 from __future__ import annotations

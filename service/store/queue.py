@@ -194,10 +194,12 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
             token = uuid.uuid4()
             got = _claim_in_study(s, row.id, row.max_concurrent_trials, token, worker_id, lease_seconds)
             if got is not None:
+                # The project's row (locked by the charge until the commit) before the study's: the order the
+                # quota checks take them in (quotas.py).
+                if row.contended:
+                    fair_share.charge(s, row.project)
                 if row.status == "queued":
                     lifecycle.mark_started(s, row.id)
-                if row.contended:
-                    fair_share.charge(s, row.project)  # last: it locks the project's row until the commit
                 return _claim(got, token), row.id
 
 
