@@ -138,7 +138,6 @@ def _runs(seq: list[str]) -> list[list[str]]:
 @pytest.mark.slow
 def test_a_real_worker_alternates_between_two_projects(ctx: Context, settings: Settings, data_root: Path,
                                                        tmp_path: Path) -> None:
-    write_pairs(data_root, train=32, dev=16, test=16)
     body = {"data": {"train": {"path": "pairs/train.jsonl"}, "eval": {"path": "pairs/dev.jsonl"},
                      "score_range": [0, 5], "max_train_samples": 16},
             "evaluation": {"every_n_examples": 16, "max_eval_samples": 8}}
@@ -146,6 +145,7 @@ def test_a_real_worker_alternates_between_two_projects(ctx: Context, settings: S
     # the worker would run `first` only). It runs four trials, then exits.
     for name, n in (("first", 20), ("second", 2)):
         _project(ctx, name)
+        write_pairs(data_root / name, train=32, dev=16, test=16)  # the project's data folder
         spec = StudySpec.model_validate(tiny_study(name, budget={"n_trials": n, "max_concurrent_trials": 1}, **body))
         study_id = studies.new_study_id()
         optuna_bridge.create_study(ctx.optuna_storage, f"stsweep-{study_id}", spec)

@@ -31,8 +31,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.store.lifecycle import ACTIVE_STUDY
-from service.store.study_sql import TIMED_OUT_SQL
+from service.store.study_sql import ACTIVE_STUDY, TIMED_OUT_SQL
 
 # Whether a claim could take a slot of this `studies` row: active, its timeout not passed, a queued slot and a
 # free permit. One snapshot, locking nothing (queue.py takes the slot and the permit, SKIP LOCKED).
