@@ -14,10 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.errors import Conflict, InvalidInput, NotFound
 from service.store import confirm, quarantine, quotas, study_check, trial_counts
 from service.store.db import session_scope
-from service.store.study_sql import CHECKED_COLUMNS, TIMED_OUT_SQL
+from service.store.study_sql import ACTIVE_STUDY, CHECKED_COLUMNS, TIMED_OUT_SQL
 from service.store.winner import winner_run_number
-
-ACTIVE_STUDY = "('queued', 'running')"
 
 
 def mark_started(s: Session, study_id: str) -> None:

@@ -15,6 +15,7 @@ from service.core.access import check_project_name
 from service.core.errors import Conflict, NotFound
 from service.core.schemas import ProjectCreate, ProjectPublic, ProjectUpdate, ProjectUsage
 from service.store.db import session_scope
+from service.store.fair_share import INITIAL_VTIME_SQL
 
 UNFINISHED_STUDY = "('queued', 'running', 'paused')"  # what the active-studies quota counts
 QUOTA_FIELDS = ("share", "max_active_studies", "max_trials", "max_stored_bytes")
@@ -55,13 +56,15 @@ def require_project(factory: sessionmaker[Session], name: str) -> None:
 
 
 def create_project(factory: sessionmaker[Session], body: ProjectCreate) -> ProjectPublic:
-    """A new project; its `path` data files resolve under STSWEEP_DATA_ROOT/<name>. Conflict if it exists."""
+    """A new project; its `path` data files resolve under STSWEEP_DATA_ROOT/<name>. Conflict if it exists. Its
+    fair-share virtual time starts level with the projects working now (fair_share.py): no burst of claims."""
     check_project_name(body.name, "name")
     try:
         with session_scope(factory) as s:
             row = s.execute(text(f"""INSERT INTO projects (name, data_dir, share, max_active_studies, max_trials,
-                                                           max_stored_bytes)
-                                     VALUES (:name, :name, :share, :studies, :trials, :bytes) RETURNING {_COLUMNS}"""),
+                                                           max_stored_bytes, vtime)
+                                     VALUES (:name, :name, :share, :studies, :trials, :bytes, {INITIAL_VTIME_SQL})
+                                     RETURNING {_COLUMNS}"""),
                             {"name": body.name, "share": body.share, "studies": body.max_active_studies,
                              "trials": body.max_trials, "bytes": body.max_stored_bytes}).one()
             return _public(s, row)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import baseline_job, lifecycle, quarantine, quotas, study_check
+from service.store import baseline_job, fair_share, lifecycle, quarantine, quotas, study_check
 from service.store.db import session_scope
 from service.store.lifecycle import ACTIVE_STUDY
 from service.core.errors import CorruptStudy, LeaseLost
@@ -81,19 +81,18 @@ def create_slots(session: Session, study_id: str, n_trials: int) -> None:
 
 # ------------------------------------------------------------------ claiming
 
-# The oldest active study with a queued slot and a free permit, in one snapshot, locking nothing: claims of one
-# study never wait on, or skip, its row. Never raises whatever a row holds (study_sql.py): a study whose columns
-# are unusable passes (its timeout counts as not passed) and is quarantined by the claim (study_check.py).
+# The next study to claim from, in one snapshot, locking nothing: claims of one study never wait on, or skip, its
+# row. Studies of the project with the lowest fair-share virtual time first (fair_share.py), the oldest first
+# within a project. Never raises whatever a row holds (study_sql.py): a study whose columns are unusable passes
+# (its timeout counts as not passed) and is quarantined by the claim (study_check.py).
+# `contended`: whether another project has work too (only then is the claim charged).
 _NEXT_STUDY = text(f"""
-    SELECT {CHECKED_COLUMNS}, spec, status FROM studies
-    WHERE status IN {ACTIVE_STUDY}
-      AND id <> ALL(:tried)
-      AND NOT {TIMED_OUT_SQL}
-      AND EXISTS (SELECT 1 FROM trials t WHERE t.study_id = studies.id AND t.state = 'queued')
-      AND EXISTS (SELECT 1 FROM claim_permits p WHERE p.study_id = studies.id AND p.trial_id IS NULL
-                  AND p.slot < studies.max_concurrent_trials)
-    ORDER BY created_at, id
-    LIMIT 1
+    SELECT chosen.*, {fair_share.contended_sql("chosen")} AS contended FROM (
+        SELECT {CHECKED_COLUMNS}, spec, status, project FROM studies
+        WHERE id <> ALL(:tried) AND {fair_share.CLAIMABLE_SQL}
+        ORDER BY {fair_share.PROJECT_VTIME_SQL}, created_at, id
+        LIMIT 1
+    ) AS chosen
 """)
 
 
@@ -161,7 +160,9 @@ _RECLAIM_OWN = text(f"""
 
 
 def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: float) -> tuple[Claim, str] | None:
-    """Claim the next runnable slot across active studies, oldest study first. Returns (claim, study_id) or None.
+    """Claim the next runnable slot across active studies: the project whose turn it is (fair share between
+    projects, weighted by their `share`: service/store/fair_share.py), its oldest study. Returns (claim, study_id)
+    or None.
 
     No study row is locked: a claim takes a free permit of the study and its next queued slot (`number` order),
     both `SKIP LOCKED`, so any number of workers claim one study at once, and the per-study concurrency cap holds
@@ -193,6 +194,10 @@ def claim(factory: sessionmaker[Session], worker_id: int | None, lease_seconds: 
             token = uuid.uuid4()
             got = _claim_in_study(s, row.id, row.max_concurrent_trials, token, worker_id, lease_seconds)
             if got is not None:
+                # The project's row (locked by the charge until the commit) before the study's: the order the
+                # quota checks take them in (quotas.py).
+                if row.contended:
+                    fair_share.charge(s, row.project)
                 if row.status == "queued":
                     lifecycle.mark_started(s, row.id)
                 return _claim(got, token), row.id

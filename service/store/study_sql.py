@@ -6,6 +6,9 @@ the statement for every study. They compare numbers, never build an interval fro
 
 from __future__ import annotations
 
+# The statuses of a study whose slots may be claimed (service/store/lifecycle.py owns the state machine).
+ACTIVE_STUDY = "('queued', 'running')"
+
 # The largest budget.timeout_seconds a study row may hold (about 31,700 years): beyond it PostgreSQL cannot
 # represent the study's deadline as a timestamp. A row outside (0, MAX_TIMEOUT_SECONDS], NaN or infinite
 # included, is poisoned (service/store/study_check.py).
