@@ -29,9 +29,10 @@ from sqlalchemy import text
 from service.api.deps import required_role
 from service.context import Context
 from service.core.schemas import ProjectCreate
-from service.store import projects, queue
+from service.store import projects
 from service.store.db import session_scope
 from service.store.tokens import create_token, get_token, verify_token
+from tests.checkpointed import finish_with_checkpoint
 from tests.pairs import pair_rows
 from tests.studyspecs import contract_study
 from tests.test_validation import serving_fresh
@@ -154,22 +155,6 @@ def _who(ctx: Context, name: str, project: str, role: str, secret: str | None = 
     return Who(name, project, role, secret, verify_token(ctx.sessions, secret).token_id)
 
 
-def _finish_trial_zero(ctx: Context, study_id: str, tmp: Path) -> None:
-    """What a worker does: claim the study's first trial and finish it with a (small) final checkpoint."""
-    folder = tmp / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"hidden_size": 8}')
-    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 16)
-    got = queue.claim(ctx.sessions, None, 30)
-    assert got is not None and got[1] == study_id and got[0].number == 0
-    claim = got[0]
-    queue.set_params(ctx.sessions, claim.lease, {"learning_rate": 1e-5}, claim.number)
-    info = ctx.artifacts.put_dir(f"studies/{study_id}/trials/0/final.tar", folder)
-    queue.finish(ctx.sessions, claim.lease, queue.Finish(
-        state="complete", value=0.5, metrics={"spearman_cosine": 0.5}, checkpoint_key=info.key,
-        checkpoint_sha256=info.sha256, checkpoint_bytes=info.size), pause_after_streak=3)
-
-
 @pytest.fixture(scope="module")
 def world(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("access")
@@ -185,7 +170,7 @@ def world(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         w.alpha_ds = w.made(w.upload(w.alpha_member))
         w.beta_ds = w.made(w.upload(w.beta_member))
         w.read_study = w.victim_study()
-        _finish_trial_zero(ctx, w.read_study, tmp)  # before any other study is queued: the claim is this one
+        assert finish_with_checkpoint(ctx, w.read_study, tmp) == 0  # before any other study is queued: the claim is this one
         w.changing_study = w.victim_study()
         w.beta_study = w.made(w.send(w.beta_member, "POST", "/v1/studies", json=w.study_body(w.beta_ds)))
         yield w

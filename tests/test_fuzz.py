@@ -42,8 +42,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.context import Context
-from service.store import queue
 from service.store.tokens import create_token, list_tokens
+from tests.checkpointed import finish_with_checkpoint
 from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
 
@@ -157,22 +157,6 @@ def fixtures() -> Fixtures:
     return Fixtures()
 
 
-def _finish_with_checkpoint(ctx: Context, study_id: str, tmp_path: Path) -> None:
-    """Trial 0 of the study completes with a (small) final checkpoint, so the downloads have a tar to serve."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"hidden_size": 8}')
-    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
-    got = queue.claim(ctx.sessions, None, 30)
-    assert got is not None and got[1] == study_id
-    claim = got[0]
-    queue.set_params(ctx.sessions, claim.lease, {"learning_rate": 1e-5}, claim.number)
-    info = ctx.artifacts.put_dir(f"studies/{study_id}/trials/{claim.number}/final.tar", folder)
-    queue.finish(ctx.sessions, claim.lease, queue.Finish(
-        state="complete", value=0.5, metrics={"spearman_cosine": 0.5}, checkpoint_key=info.key,
-        checkpoint_sha256=info.sha256, checkpoint_bytes=info.size), pause_after_streak=3)
-
-
 def uploads(rows: list[dict[str, Any]]) -> st.SearchStrategy[bytes]:
     """JSONL scored pairs the upload must accept: a few of the bundled rows."""
     return st.lists(st.sampled_from(rows), min_size=2, max_size=12, unique_by=lambda r: r["sentence1"]).map(
@@ -192,7 +176,7 @@ def fuzz_schema(live_server: str, token: str, ctx: Context, data_root: Path, tmp
     files_study = contract_study(data={"train": {"path": FILES[0]}, "eval": {"path": FILES[1]},
                                        "score_range": [0, 5]}, budget={"n_trials": 3, "max_concurrent_trials": 1})
     kept_study = _study(live_server, auth, files_study)
-    _finish_with_checkpoint(ctx, kept_study, tmp_path)
+    finish_with_checkpoint(ctx, kept_study, tmp_path)
     ds_study = _study(live_server, auth, contract_study(
         name="on-a-dataset", data={"train": {"dataset_id": kept_ds}, "eval": {"dataset_id": kept_ds},
                                    "score_range": [0, 5]}))  # keeps kept_ds in use: its DELETE is a 409

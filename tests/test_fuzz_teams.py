@@ -30,7 +30,8 @@ from service.store import projects
 from service.store.tokens import create_token, verify_token
 from tests.pairs import pair_rows, write_jsonl
 from tests.studyspecs import contract_study
-from tests.test_fuzz import Fixtures, _finish_with_checkpoint, _fuzz_operation, _study, _upload, uploads
+from tests.checkpointed import finish_with_checkpoint
+from tests.test_fuzz import Fixtures, _fuzz_operation, _study, _upload, uploads
 
 EXAMPLES = 12  # per operation and token (the admin run: 60)
 RANK = {"viewer": 0, "member": 1, "admin": 2}
@@ -48,7 +49,7 @@ class Alpha:
         auth = {"Authorization": f"Bearer {self.member}"}
         self.dataset = _upload(base, auth, write_jsonl(tmp_path / "alpha.jsonl", pair_rows("train", 30, seed=5)))
         self.study = _study(base, auth, self.body())
-        _finish_with_checkpoint(ctx, self.study, tmp_path)
+        finish_with_checkpoint(ctx, self.study, tmp_path)
         self.names = {self.study, self.dataset, "alpha", str(self.member_id)}  # what a path may name
 
     def body(self, **overrides: Any) -> dict[str, Any]:

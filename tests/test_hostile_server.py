@@ -112,7 +112,7 @@ class Hostile:
 
 def study_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": STUDY, "name": "hostile", "status": "completed", "status_reason": None,
+        "id": STUDY, "name": "hostile", "project": "default", "status": "completed", "status_reason": None,
         "created_at": "2026-01-01T00:00:00Z", "started_at": None, "finished_at": None, "counts": {"complete": 1},
         "best": {"trial_number": 0, "value": 0.9, "params": {"learning_rate": 3e-5}}, "winner": None,
         "baseline": None, "test": None, "objective": {"metric": "spearman_cosine", "direction": "maximize"},

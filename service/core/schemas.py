@@ -8,7 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core import numeric_limits
-from service.core.access import PROJECT_PATTERN, Role
+from service.core.access import DEFAULT_PROJECT, PROJECT_PATTERN, Role
 
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ class Progress(BaseModel):
 class StudyPublic(BaseModel):
     id: str
     name: str
-    project: str
+    project: str = DEFAULT_PROJECT  # (a server from before projects sends none: its one project)
     status: str
     status_reason: str | None
     created_at: datetime
@@ -183,7 +183,7 @@ class ColumnInfo(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    project: str
+    project: str = DEFAULT_PROJECT  # (a server from before projects sends none: its one project)
     sha256: str
     filename: str
     format: str
