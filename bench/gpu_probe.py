@@ -9,7 +9,7 @@ data, the token cache), in its own process, K processes at once on the one GPU, 
 The K processes of a row start together; each times its own training steps after --warmup-steps (synchronising
 the GPU at both ends) and reports examples per second and `torch.cuda.max_memory_allocated`. Rows: every K of
 --trials-per-gpu for every precision of --precisions (bf16 autocast against fp32), then one row where a trial
-with an absurd batch (--oom-batch pairs of ~500-token texts: terabytes of activations) joins warm trials on the
+with an absurd batch (--oom-batch pairs of 512-token texts: about a terabyte of activations) joins warm trials on the
 same GPU: it must end infeasible (caught as the worker does: `workers.devices.is_out_of_memory`) while the others
 complete.
 
@@ -57,7 +57,7 @@ DEMO_DATA = ROOT / "service" / "local" / "demo_data"
 TAG = "@@probe "  # the children's result lines on stdout start with this; anything else is their chatter
 COLUMNS = ["precision", "trials/GPU", "ex/s per trial", "ex/s total", "GPU MiB per trial", "% bf16 peak", "ended"]
 DEV_PAIRS = 64  # the end-of-trial evaluation: small, it is not what is measured
-OOM_SENTENCES = 40  # sentences joined into each text of the out-of-memory trial (past its 512 tokens)
+OOM_SENTENCES = 80  # sentences joined into each text of the out-of-memory trial (STS-b: ~800 tokens, cut at 512)
 OOM_MAX_SEQ = 512
 
 
@@ -330,6 +330,12 @@ class Child:
                 self.stash.append(message)
                 return message
 
+    def show_log_tail(self, lines: int = 15) -> None:
+        """A trial process that failed: the end of its log, on stderr (its folder goes with the run)."""
+        self.log.flush()
+        tail = Path(self.log.name).read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- {Path(self.log.name).name} (pid {self.proc.pid}):", *tail, sep="\n", file=sys.stderr)
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -350,6 +356,7 @@ class Row:
     mib: float | None = None
     peak_fraction: float | None = None
     ended: str = ""
+    on_gpu: bool = True  # GPU memory is measured (not in a dry run on the CPU)
     details: list[dict[str, Any]] = field(default_factory=list)
 
     def cells(self) -> list[str]:
@@ -357,7 +364,7 @@ class Row:
             return "-" if v is None else format(v, fmt)
 
         return [self.precision, self.trials, num(self.per_trial, ".1f"), num(self.total, ".1f"),
-                num(self.mib, ".0f") if self.mib is not None else "n/a (cpu)" if self.ended else "-",
+                num(self.mib, ".0f") if self.on_gpu else "n/a (cpu)",
                 "-" if self.peak_fraction is None else f"{100 * self.peak_fraction:.2f}%", self.ended]
 
 
@@ -370,6 +377,7 @@ def ended_text(statuses: list[str]) -> str:
 
 def summarise(row: Row, results: list[dict[str, Any]], flops: float, peak: float | None, cuda: bool) -> None:
     row.details = results
+    row.on_gpu = cuda
     rates = [r["rate"] for r in results if r.get("rate")]
     if rates:
         row.per_trial = sum(rates) / len(rates)
@@ -392,6 +400,7 @@ def collect(c: Child, deadline: float) -> dict[str, Any]:
         return c.wait_for("result", deadline)
     except (TimeoutError, RuntimeError) as exc:
         c.proc.kill()
+        c.show_log_tail()
         return {"status": "timed out" if isinstance(exc, TimeoutError) else "crashed", "rate": None,
                 "max_mib": None}
 
@@ -485,17 +494,23 @@ def main(argv: list[str] | None = None) -> int:
         oom_k = next((k for k in args.trials_per_gpu if k >= 2), args.trials_per_gpu[-1])
         for k in args.trials_per_gpu:
             if time.monotonic() - began > args.budget:
-                rows += [Row(p, str(k), ended="skipped (time budget)") for p in args.precisions]
+                rows += [Row(p, str(k), ended="skipped (time budget)", on_gpu=cuda) for p in args.precisions]
+                rows += [oom_row(args, k, cuda, "skipped (time budget)")] if k == oom_k else []
                 continue
             pool = [Child(args, workdir, "train", env) for _ in range(k)]
+            # The out-of-memory trial's process starts with the pool it joins later (its imports overlap).
+            oom = Child(args, workdir, "oom", {**env, "TOKENIZERS_PARALLELISM": "true"}) if k == oom_k else None
             try:
                 ready = [collect_ready(c, args.row_timeout) for c in pool]
                 meta.setdefault("device", ready[0].get("device"))
                 meta.setdefault("torch", ready[0].get("torch"))
                 if not peak and ready[0]:
                     pool[0].send({"cmd": "peak"})
-                    got = pool[0].wait_for("peak", time.monotonic() + args.row_timeout)
-                    peak = {"bf16": got["bf16"], "fp32": got["fp32"]}
+                    try:
+                        got = pool[0].wait_for("peak", time.monotonic() + args.row_timeout)
+                        peak = {"bf16": got["bf16"], "fp32": got["fp32"]}
+                    except (TimeoutError, RuntimeError) as exc:
+                        print(f"matmul peak not measured: {exc}", file=sys.stderr)
                 for precision in args.precisions:
                     row = Row(precision, str(k))
                     results = run_round(pool, {"cmd": "train", "precision": precision, "batch": args.batch_size,
@@ -503,10 +518,12 @@ def main(argv: list[str] | None = None) -> int:
                                                "warm_steps": args.warmup_steps}, args.row_timeout)
                     summarise(row, results, flops, peak.get("bf16"), cuda)
                     rows.append(row)
-                if k == oom_k and time.monotonic() - began <= args.budget:
-                    rows.append(oom_round(args, workdir, env, pool, flops, peak.get("bf16"), cuda))
+                if oom is not None:
+                    rows.append(oom_round(args, oom, pool, flops, peak.get("bf16"), cuda)
+                                if time.monotonic() - began <= args.budget
+                                else oom_row(args, k, cuda, "skipped (time budget)"))
             finally:
-                for c in pool:
+                for c in pool + ([oom] if oom is not None else []):
                     c.close()
         meta["peak_tflops"] = {k: v / 1e12 for k, v in peak.items()}
     meta["seconds"] = time.monotonic() - began
@@ -528,35 +545,37 @@ def collect_ready(c: Child, timeout: float) -> dict[str, Any]:
     try:
         return c.wait_for("ready", time.monotonic() + timeout)
     except (TimeoutError, RuntimeError):
+        c.show_log_tail()
         return {}
 
 
-def oom_round(args: argparse.Namespace, workdir: Path, env: dict[str, str], pool: list[Child], flops: float,
-              peak: float | None, cuda: bool) -> Row:
-    """The pool trains in bf16 (three times as long, so it is still training when the absurd trial starts); once
-    every trial is warm (its memory in the allocator's cache), the out-of-memory trial starts beside them."""
-    oom = Child(args, workdir, "oom", env)
-    row = Row("bf16", f"{len(pool)} + 1 OOM (batch {args.oom_batch})")
-    try:
-        deadline = time.monotonic() + args.row_timeout
-        if not collect_ready(oom, args.row_timeout):
-            row.ended = "the out-of-memory trial did not start"
-            return row
-        steps = args.warmup_steps + 3 * args.steps
-        for i, c in enumerate(pool):
-            c.send({"cmd": "train", "precision": "bf16", "batch": args.batch_size, "steps": steps,
-                    "warm_steps": args.warmup_steps, "trial": i})
-        for c in pool:
-            try:
-                c.wait_for("warm", deadline)
-            except (TimeoutError, RuntimeError):
-                pass
-        oom.send({"cmd": "train", "precision": "bf16", "batch": args.oom_batch, "steps": 1, "warm_steps": 0,
-                  "trial": len(pool), "simulate_oom": args.dry_run})
-        oom_result = collect(oom, deadline)
-        results = [collect(c, deadline) for c in pool]
-    finally:
-        oom.close()
+def oom_row(args: argparse.Namespace, k: int, cuda: bool, ended: str = "") -> Row:
+    return Row("bf16", f"{k} + 1 OOM (batch {args.oom_batch})", ended=ended, on_gpu=cuda)
+
+
+def oom_round(args: argparse.Namespace, oom: Child, pool: list[Child], flops: float, peak: float | None,
+              cuda: bool) -> Row:
+    """The pool trains in bf16 (five times as long as a row, so it is still training when the absurd trial's
+    batch, tokenized first, reaches the GPU); once every trial is warm (its memory in the allocator's cache), the
+    out-of-memory trial starts beside them."""
+    row = oom_row(args, len(pool), cuda)
+    deadline = time.monotonic() + args.row_timeout
+    if not collect_ready(oom, args.row_timeout):
+        row.ended = "the out-of-memory trial did not start"
+        return row
+    steps = args.warmup_steps + 5 * args.steps
+    for i, c in enumerate(pool):
+        c.send({"cmd": "train", "precision": "bf16", "batch": args.batch_size, "steps": steps,
+                "warm_steps": args.warmup_steps, "trial": i})
+    for c in pool:
+        try:
+            c.wait_for("warm", deadline)
+        except (TimeoutError, RuntimeError):
+            pass
+    oom.send({"cmd": "train", "precision": "bf16", "batch": args.oom_batch, "steps": 1, "warm_steps": 0,
+              "trial": len(pool), "simulate_oom": args.dry_run})
+    oom_result = collect(oom, deadline)
+    results = [collect(c, deadline) for c in pool]
     summarise(row, results, flops, peak, cuda)
     during = all(r.get("ended", 0) > oom_result.get("ended", float("inf")) for r in results)
     row.ended = (f"{row.ended}; OOM trial: {oom_result['status']}"
