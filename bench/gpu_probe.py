@@ -4,14 +4,15 @@
         [--batch-size 32] [--steps 100] [--warmup-steps 10] [--oom-batch 8192] [--out FILE.json] [--dry-run]
 
 Every trial is the worker's own code: `workers.training.train_trial` on a `PreparedStudy` (the base model, the
-data, the token cache), in its own process, K processes at once on the one GPU, the way `stsweep worker
---trials-per-gpu K` runs them (workers/main.py `supervise`: one process per slot, CUDA_VISIBLE_DEVICES set).
-The K processes of a row start together; each times its own training steps after --warmup-steps (synchronising
+data, the token cache, kept warm between trials), in its own process, K processes at once on the one GPU, the
+way `stsweep worker --trials-per-gpu K` runs them (workers/main.py `supervise`: one process per slot,
+CUDA_VISIBLE_DEVICES set). The processes are started once, as many as the largest K (a row of K uses the first
+K). The K trials of a row start together; each times its own training steps after --warmup-steps (synchronising
 the GPU at both ends) and reports examples per second and `torch.cuda.max_memory_allocated`. Rows: every K of
 --trials-per-gpu for every precision of --precisions (bf16 autocast against fp32), then one row where a trial
-with an absurd batch (--oom-batch pairs of 512-token texts: about a terabyte of activations) joins warm trials on the
-same GPU: it must end infeasible (caught as the worker does: `workers.devices.is_out_of_memory`) while the others
-complete.
+with an absurd batch (--oom-batch pairs of 512-token texts: about a terabyte of activations) starts in another
+process beside 2 warm trials (1 when there are only 2 processes): it must end infeasible (caught as the worker
+does: `workers.devices.is_out_of_memory`) while they complete.
 
 The fraction of the GPU's bf16 peak: training FLOPs per example (3 x the forward pass: per token and layer,
 2 x (4 d^2 + 2 d f) for the projections and the feed-forward block, plus 4 n d for attention over the sentence's
@@ -226,7 +227,9 @@ def matmul_peak(cuda: bool, dtype_name: str) -> float:
 
 
 def child(args: argparse.Namespace) -> int:
-    """Serve the parent's commands (JSON lines on stdin) with one warm PreparedStudy, as a worker keeps one."""
+    """Serve the parent's commands (JSON lines on stdin) with a warm PreparedStudy, as a worker keeps one: its
+    token cache is filled before the first trial, so the precision measured first pays no tokenization that the
+    other does not. The out-of-memory trial's study (its own data) is prepared when first asked for."""
     out = sys.stdout
 
     def say(message: dict[str, Any]) -> None:
@@ -245,11 +248,17 @@ def child(args: argparse.Namespace) -> int:
     cuda = args.device.startswith("cuda")
     data = Path(args.workdir)
     started = time.perf_counter()
-    oom = args.role == "oom"
-    spec = StudySpec.model_validate(spec_body("oom.jsonl" if oom else "train.jsonl",
-                                              OOM_MAX_SEQ if oom else None))
-    prepared = PreparedStudy(spec, lambda ref: data / str(ref.path), args.device)
-    train_rows = prepared.data.train.num_rows
+    studies: dict[str, PreparedStudy] = {}
+
+    def study(role: str) -> PreparedStudy:
+        if role not in studies:
+            oom = role == "oom"
+            spec = StudySpec.model_validate(spec_body("oom.jsonl" if oom else "train.jsonl",
+                                                      OOM_MAX_SEQ if oom else None))
+            studies[role] = PreparedStudy(spec, lambda ref: data / str(ref.path), args.device)
+        return studies[role]
+
+    fill_token_cache(study("train"))
     say({"event": "ready", "seconds": time.perf_counter() - started,
          "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__})
     for line in sys.stdin:
@@ -260,10 +269,14 @@ def child(args: argparse.Namespace) -> int:
             say({"event": "peak", "bf16": matmul_peak(cuda, "bf16"), "fp32": matmul_peak(cuda, "fp32")})
             free_memory()
             continue
+        oom = cmd.get("role") == "oom"
+        if oom:
+            os.environ["TOKENIZERS_PARALLELISM"] = "true"  # its huge batch is tokenized in one go
+        prepared = study("oom" if oom else "train")
         batch, steps = int(cmd["batch"]), int(cmd["steps"])
-        epochs = steps * batch / train_rows  # a float: the trainer runs ceil(epochs * steps per epoch) steps
-        hooks = ProbeHooks(int(cmd["warm_steps"]) * batch, cuda, bool(cmd.get("simulate_oom")), say)
-        run = TrialRun(study_id="probe", trial_number=int(cmd["trial"]), spec=spec,
+        epochs = steps * batch / prepared.data.train.num_rows  # the trainer runs ceil(epochs * steps an epoch)
+        hooks = ProbeHooks(int(cmd["warm_steps"]) * batch, cuda, oom and args.device == "cpu", say)
+        run = TrialRun(study_id="probe", trial_number=int(cmd["trial"]), spec=prepared.spec,
                        params={"per_device_train_batch_size": batch, "num_train_epochs": epochs},
                        work_dir=data / f"trial-{os.getpid()}-{cmd['trial']}", precision=cmd["precision"])
         if cuda:
@@ -285,16 +298,25 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
+def fill_token_cache(prepared: Any, chunk: int = 512) -> None:
+    """Every training text through the study's token cache (workers/token_cache.py), as the first trial of a
+    warm worker leaves it."""
+    model = prepared.fresh_model("cpu")
+    texts = list(dict.fromkeys(t for column in ("sentence1", "sentence2") for t in prepared.train_dataset[column]))
+    for i in range(0, len(texts), chunk):
+        prepared.token_cache.lookup(model, model.preprocess, texts[i:i + chunk])
+
+
 # ------------------------------------------------------------------ the parent
 
 
 class Child:
     """One trial process and a thread that queues its protocol lines."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path, role: str, env: dict[str, str]) -> None:
-        self.log = (workdir / f"child-{role}-{id(self)}.log").open("w")
+    def __init__(self, args: argparse.Namespace, workdir: Path, env: dict[str, str], number: int) -> None:
+        self.log = (workdir / f"trial-process-{number}.log").open("w")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--workdir", str(workdir),
-               "--device", args.device, "--role", role]
+               "--device", args.device]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, env=env, cwd=ROOT)
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -431,7 +453,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--device", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--role", default="train", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     dry = args.dry_run
     args.trials_per_gpu = [int(k) for k in (args.trials_per_gpu or ("1,2" if dry else "1,2,4,8")).split(",")]
@@ -491,40 +512,37 @@ def main(argv: list[str] | None = None) -> int:
         flops = train_flops_per_example(shape, pairs)
         meta |= {"model": asdict(shape), "mean_tokens": sum(lengths) / len(lengths), "gflop_per_example": flops / 1e9}
         peak: dict[str, float] = {}
-        oom_k = next((k for k in args.trials_per_gpu if k >= 2), args.trials_per_gpu[-1])
-        for k in args.trials_per_gpu:
-            if time.monotonic() - began > args.budget:
-                rows += [Row(p, str(k), ended="skipped (time budget)", on_gpu=cuda) for p in args.precisions]
-                rows += [oom_row(args, k, cuda, "skipped (time budget)")] if k == oom_k else []
-                continue
-            pool = [Child(args, workdir, "train", env) for _ in range(k)]
-            # The out-of-memory trial's process starts with the pool it joins later (its imports overlap).
-            oom = Child(args, workdir, "oom", {**env, "TOKENIZERS_PARALLELISM": "true"}) if k == oom_k else None
-            try:
-                ready = [collect_ready(c, args.row_timeout) for c in pool]
-                meta.setdefault("device", ready[0].get("device"))
-                meta.setdefault("torch", ready[0].get("torch"))
-                if not peak and ready[0]:
-                    pool[0].send({"cmd": "peak"})
-                    try:
-                        got = pool[0].wait_for("peak", time.monotonic() + args.row_timeout)
-                        peak = {"bf16": got["bf16"], "fp32": got["fp32"]}
-                    except (TimeoutError, RuntimeError) as exc:
-                        print(f"matmul peak not measured: {exc}", file=sys.stderr)
+        pool: list[Child] = []  # grows to the largest K: the rows of a smaller K use its first processes
+        try:
+            for k in args.trials_per_gpu:
+                if time.monotonic() - began > args.budget:
+                    rows += [Row(p, str(k), ended="skipped (time budget)", on_gpu=cuda) for p in args.precisions]
+                    continue
+                new = [Child(args, workdir, env, len(pool) + i) for i in range(k - len(pool))]
+                ready = [collect_ready(c, args.row_timeout) for c in new]
+                pool += new
+                if ready and "device" not in meta:
+                    meta["device"], meta["torch"] = ready[0].get("device"), ready[0].get("torch")
+                if not peak and ready and ready[0]:
+                    peak = measure_peak(pool[0], args.row_timeout)
                 for precision in args.precisions:
                     row = Row(precision, str(k))
-                    results = run_round(pool, {"cmd": "train", "precision": precision, "batch": args.batch_size,
-                                               "steps": args.warmup_steps + args.steps,
-                                               "warm_steps": args.warmup_steps}, args.row_timeout)
+                    results = run_round(pool[:k], {"cmd": "train", "precision": precision,
+                                                   "batch": args.batch_size, "steps": args.warmup_steps + args.steps,
+                                                   "warm_steps": args.warmup_steps}, args.row_timeout)
                     summarise(row, results, flops, peak.get("bf16"), cuda)
                     rows.append(row)
-                if oom is not None:
-                    rows.append(oom_round(args, oom, pool, flops, peak.get("bf16"), cuda)
-                                if time.monotonic() - began <= args.budget
-                                else oom_row(args, k, cuda, "skipped (time budget)"))
-            finally:
-                for c in pool + ([oom] if oom is not None else []):
-                    c.close()
+            beside = min(2, max(1, len(pool) - 1))  # trials that go on beside the out-of-memory one
+            if time.monotonic() - began > args.budget:
+                rows.append(oom_row(args, beside, cuda, "skipped (time budget)"))
+            else:
+                if len(pool) <= beside:
+                    pool.append(Child(args, workdir, env, len(pool)))
+                    collect_ready(pool[-1], args.row_timeout)
+                rows.append(oom_round(args, pool[beside], pool[:beside], flops, peak.get("bf16"), cuda))
+        finally:
+            for c in pool:
+                c.close()
         meta["peak_tflops"] = {k: v / 1e12 for k, v in peak.items()}
     meta["seconds"] = time.monotonic() - began
     print(f"GPU probe: {meta.get('device')} (torch {meta.get('torch')}), {meta['data']}; all-MiniLM-L6-v2 "
@@ -553,16 +571,23 @@ def oom_row(args: argparse.Namespace, k: int, cuda: bool, ended: str = "") -> Ro
     return Row("bf16", f"{k} + 1 OOM (batch {args.oom_batch})", ended=ended, on_gpu=cuda)
 
 
+def measure_peak(c: Child, timeout: float) -> dict[str, float]:
+    c.send({"cmd": "peak"})
+    try:
+        got = c.wait_for("peak", time.monotonic() + timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"matmul peak not measured: {exc}", file=sys.stderr)
+        return {}
+    return {"bf16": got["bf16"], "fp32": got["fp32"]}
+
+
 def oom_round(args: argparse.Namespace, oom: Child, pool: list[Child], flops: float, peak: float | None,
               cuda: bool) -> Row:
     """The pool trains in bf16 (five times as long as a row, so it is still training when the absurd trial's
     batch, tokenized first, reaches the GPU); once every trial is warm (its memory in the allocator's cache), the
-    out-of-memory trial starts beside them."""
+    out-of-memory trial starts beside them in another process."""
     row = oom_row(args, len(pool), cuda)
     deadline = time.monotonic() + args.row_timeout
-    if not collect_ready(oom, args.row_timeout):
-        row.ended = "the out-of-memory trial did not start"
-        return row
     steps = args.warmup_steps + 5 * args.steps
     for i, c in enumerate(pool):
         c.send({"cmd": "train", "precision": "bf16", "batch": args.batch_size, "steps": steps,
@@ -572,8 +597,8 @@ def oom_round(args: argparse.Namespace, oom: Child, pool: list[Child], flops: fl
             c.wait_for("warm", deadline)
         except (TimeoutError, RuntimeError):
             pass
-    oom.send({"cmd": "train", "precision": "bf16", "batch": args.oom_batch, "steps": 1, "warm_steps": 0,
-              "trial": len(pool), "simulate_oom": args.dry_run})
+    oom.send({"cmd": "train", "role": "oom", "precision": "bf16", "batch": args.oom_batch, "steps": 1,
+              "warm_steps": 0, "trial": len(pool)})
     oom_result = collect(oom, deadline)
     results = [collect(c, deadline) for c in pool]
     summarise(row, results, flops, peak, cuda)

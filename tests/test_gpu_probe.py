@@ -36,7 +36,7 @@ def test_dry_run_prints_the_table(tmp_path: Path) -> None:
     assert header == COLUMNS
     by_key = {(r[0], r[1]): dict(zip(COLUMNS, r)) for r in rows}
     assert list(by_key) == [("bf16", "1"), ("fp32", "1"), ("bf16", "2"), ("fp32", "2"),
-                            ("bf16", "2 + 1 OOM (batch 8)")], proc.stdout
+                            ("bf16", "1 + 1 OOM (batch 8)")], proc.stdout
     for key in [("bf16", "1"), ("fp32", "1"), ("bf16", "2"), ("fp32", "2")]:
         row = by_key[key]
         k = int(key[1])
@@ -45,9 +45,9 @@ def test_dry_run_prints_the_table(tmp_path: Path) -> None:
         assert per_trial > 0 and total == pytest.approx(k * per_trial, rel=0.01, abs=0.15), row
         assert row["GPU MiB per trial"] == "n/a (cpu)"
         assert 0 < float(row["% bf16 peak"].rstrip("%")) < 100, row
-    # The out-of-memory trial ends infeasible; the two beside it complete.
-    assert by_key[("bf16", "2 + 1 OOM (batch 8)")]["ended"].startswith(
-        "2 complete; OOM trial: infeasible (out of memory)"), proc.stdout
+    # The out-of-memory trial ends infeasible; the one beside it completes.
+    assert by_key[("bf16", "1 + 1 OOM (batch 8)")]["ended"].startswith(
+        "1 complete; OOM trial: infeasible (out of memory)"), proc.stdout
     assert "matmul peak: bf16" in proc.stdout and "GFLOP a training pair" in proc.stdout
 
     written = json.loads(out.read_text())
