@@ -1,5 +1,7 @@
 """Data sets in, best checkpoint out, end to end: uploaded demo pairs, a real worker process, pruned trials,
-retention, the best checkpoint pulled with the CLI and over HTTP, and a model that reproduces its score."""
+retention, the best checkpoint pulled with the CLI and over HTTP, and a model that reproduces its score. The
+study trains in bf16 (autocast on the CPU): each trial records it, the card says it, and the pulled model is
+float32 all the same."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
         "evaluation": {"every_n_examples": 48, "max_eval_samples": 40},
         "budget": {"n_trials": 3, "max_concurrent_trials": 1},
         "keep_top_k": 1,
+        "precision": "bf16",
     }
     r = client.post("/v1/studies", json=body)
     assert r.status_code == 201, r.text
@@ -55,6 +58,7 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
     assert study["status"] == "completed" and study["counts"]["pruned"] == 1 and study["counts"]["complete"] == 2
     trials = {t["number"]: t for t in client.get(f"/v1/studies/{study_id}/trials").json()["items"]}
     best = trials[study["best"]["trial_number"]]
+    assert {t["precision"] for t in trials.values()} == {"bf16"}  # pruned or complete: what each trained in
 
     # Retention: only the top-1 final checkpoint is left; pruned trials and resume checkpoints left nothing.
     stored = sorted(p.relative_to(settings.artifact_root).as_posix()  # type: ignore[arg-type]
@@ -80,9 +84,16 @@ def test_uploaded_data_to_pulled_model(client: TestClient, live_server: str, tok
                          env=env, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     card = (out / "README.md").read_text()
-    assert "checkpoint-e2e" in card and "learning_rate" in card
+    assert "checkpoint-e2e" in card and "learning_rate" in card and "Trained in `bf16`" in card
 
-    # Its embeddings reproduce the trial's reported eval score.
+    # A bf16 trial's model is a float32 model, as any other.
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model.safetensors"))
+    assert weights and {t.dtype for t in weights.values()} == {torch.float32}
+
+    # Its embeddings reproduce the trial's reported eval score (a trial evaluates in float32 whatever it trains in).
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 

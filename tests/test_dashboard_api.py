@@ -70,8 +70,8 @@ def seed(ctx: Context) -> Seeded:
     with session_scope(ctx.sessions) as s:  # as the first worker does (workers/loop.py) before any trial
         s.execute(text("UPDATE studies SET baseline_value = 0.82, baseline_subset_value = 0.79 WHERE id = :id"),
                   {"id": study_id})
-    w1 = queue.register_worker(ctx.sessions, "gpu-box-1", 101, "cuda:0")
-    w2 = queue.register_worker(ctx.sessions, "gpu-box-2", 202, "cuda:1")
+    w1 = queue.register_worker(ctx.sessions, "gpu-box-1", 101, "cuda:0", bf16="cuda")
+    w2 = queue.register_worker(ctx.sessions, "gpu-box-2", 202, "cuda:1", bf16="none")
     run_trial(ctx, w1, "complete", curve(0.70, 0.78, 0.80), 0.80)
     run_trial(ctx, w1, "complete", curve(0.72, 0.81, 0.85), 0.85)
     run_trial(ctx, w1, "pruned", curve(0.40, 0.45), 0.45)
@@ -187,6 +187,7 @@ def test_workers(client: TestClient, ctx: Context) -> None:
     assert items["gpu-box-1"]["current_trial"] is None
     busy = items["gpu-box-2"]
     assert busy["status"] == "busy" and busy["device"] == "cuda:1" and busy["trials_done"] == 0
+    assert items["gpu-box-1"]["bf16"] == "cuda" and busy["bf16"] == "none"  # the native bf16 unit, at start-up
     assert busy["current_trial"]["study_id"] == seeded.study_id and busy["current_trial"]["number"] == 5
     assert 0 <= busy["heartbeat_age_seconds"] < 30
 

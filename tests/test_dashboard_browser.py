@@ -142,6 +142,7 @@ def test_dashboard_end_to_end(server: str, browser: object, ctx: Context, token:
     assert page.locator("#workers-table tbody tr[data-worker-id]").count() == 2
     assert "busy" in busy.inner_text().lower() and f"{other} #0" in busy.inner_text()
     assert "gpu-box-1" in page.inner_text("#workers-table")
+    assert "bf16: cuda" in page.inner_text("#workers-table") and "no native bf16" in busy.inner_text()
     page.screenshot(path=str(ARTIFACTS / "dashboard-workers.png"), full_page=True)
     assert errors == []
 

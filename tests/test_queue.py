@@ -55,6 +55,7 @@ def test_lost_lease_refuses_old_writes_and_requeues_with_same_params(ctx: Contex
     study_id = _study(ctx, 1, 1, max_attempts=2)
     first, _ = queue.claim(ctx.sessions, None, 30)  # type: ignore[misc]
     queue.set_params(ctx.sessions, first.lease, {"learning_rate": 3e-5}, 7)
+    queue.set_precision(ctx.sessions, first.lease, "fp32")
     assert queue.report(ctx.sessions, first.lease, 256, 0.5).new
 
     _backdate(ctx, first.lease.trial_id)
@@ -64,6 +65,7 @@ def test_lost_lease_refuses_old_writes_and_requeues_with_same_params(ctx: Contex
     for write in (lambda: queue.heartbeat(ctx.sessions, first.lease, 30),
                   lambda: queue.report(ctx.sessions, first.lease, 512, 0.6),
                   lambda: queue.progress(ctx.sessions, first.lease, 10, 100, None),
+                  lambda: queue.set_precision(ctx.sessions, first.lease, "bf16"),
                   lambda: queue.finish(ctx.sessions, first.lease, queue.Finish(state="complete", value=1.0), 3)):
         with pytest.raises(LeaseLost):
             write()
@@ -75,6 +77,9 @@ def test_lost_lease_refuses_old_writes_and_requeues_with_same_params(ctx: Contex
     assert queue.reported_points(ctx.sessions, second.lease.trial_id) == {256}
     again = queue.report(ctx.sessions, second.lease, 256, 0.9)
     assert not again.new and again.value == 0.5, "an old point is not duplicated and keeps its first value"
+    assert studies.get_trial(ctx.sessions, study_id, 0).precision == "fp32"  # the last attempt's, until it starts
+    queue.set_precision(ctx.sessions, second.lease, "bf16")  # this attempt's worker trains in bf16
+    assert studies.get_trial(ctx.sessions, study_id, 0).precision == "bf16"
 
     _backdate(ctx, second.lease.trial_id)
     assert [(r.state) for r in reap_once(ctx)] == ["failed"]

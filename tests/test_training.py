@@ -186,6 +186,39 @@ def test_interrupt_then_resume_continues(prepared: PreparedStudy, completed: tup
 
 
 @slow
+def test_bf16_trains_under_autocast_and_checkpoints_float32(prepared: PreparedStudy, tmp_path: Path) -> None:
+    """A study with `precision: bf16` on the CPU: the training steps run under bfloat16 autocast, the evaluation in
+    float32, and the weights, the kept best state and the optimizer's state in the resumable checkpoint stay
+    float32 (the pulled final model: tests/test_checkpoint_e2e.py)."""
+    import torch
+    from safetensors.torch import load_file
+
+    store = tmp_path / "store"
+    store.mkdir()
+    hooks = FakeHooks(interrupt_after=EVAL_EVERY, copy_to=store)  # evaluate at 80, then checkpoint and stop
+    spec = prepared.spec.model_copy(update={"precision": "bf16"})
+    setup = set_up_trial(make_run(prepared, tmp_path / "work", spec=spec), prepared, hooks, "cpu")
+    dtypes: list[torch.dtype] = []
+    linear = next(m for m in setup.model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    try:
+        setup.trainer.train()
+        setup.callback.finish_uploads()
+    finally:
+        setup.callback.release()
+    assert setup.trainer.args.bf16 and dtypes[0] == torch.bfloat16  # the training steps: autocast
+    assert dtypes[-1] == torch.float32  # the evaluation at 80 examples, after the fifth step
+    assert [step for step, _ in hooks.reports] == [EVAL_EVERY] and len(hooks.saved) == 1
+    folder = hooks.saved[0][0]
+    for name in ("model.safetensors", "stsweep_best.safetensors"):
+        tensors = load_file(str(folder / name))
+        assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}, name
+    optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+    moments = [t for state in optimizer["state"].values() for t in state.values() if t.numel() > 1]
+    assert moments and {t.dtype for t in moments} == {torch.float32}
+
+
+@slow
 def test_early_stopping_keeps_the_best_state(data_root: Path, prepared: PreparedStudy, tmp_path: Path) -> None:
     spec = make_spec(every_n_examples=32, early_stopping_patience=1)
     hooks = FakeHooks()

@@ -550,3 +550,11 @@ def test_a_grid_under_the_ceiling_but_over_the_default_cap(client: TestClient, c
     assert StudySpec.model_validate(contract_study(sampler={"name": "grid"}, search_space=space))
     r = post(client, contract_study(sampler={"name": "grid"}, search_space=space))
     assert_refused(r, "search_space", ctx, f"{body_limits.DEFAULT_MAX_GRID_SIZE} (STSWEEP_MAX_GRID_SIZE)")
+
+
+# ---------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("value", ["fp16", "BF16", "float32", "", 16, None])
+def test_precision_is_auto_fp32_or_bf16(client: TestClient, ctx: Context, value: Any) -> None:
+    assert_refused(post(client, contract_study(precision=value)), "precision", ctx, "'auto', 'fp32' or 'bf16'")

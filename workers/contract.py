@@ -25,6 +25,9 @@ class TrialRun:
     resume_from: Path | None = None  # a folder written earlier through TrialHooks.save_checkpoint
     reported_points: frozenset[int] = field(default_factory=frozenset)  # examples_seen already reported
     train_seed: int | None = None  # a confirm run's own training seed (None: the study's `seed`)
+    # What to train in: 'fp32', 'bf16' or 'fp16', as the loop resolved and recorded it (None: resolve the study's
+    # `precision` for the device here; workers/devices.py precision_for).
+    precision: str | None = None
 
 
 class TrialHooks(Protocol):

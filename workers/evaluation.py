@@ -14,6 +14,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
 )
 
 from service.core.tasks import TASKS, TaskInfo
+from workers.devices import full_precision
 
 Evaluator = Any  # a sentence-transformers evaluator: callable(model) -> dict[str, float]
 
@@ -75,8 +76,10 @@ def metric_value(results: dict[str, Any], metric: str) -> float:
 
 
 def evaluate(evaluator: Evaluator, model: SentenceTransformer, metric: str) -> tuple[float, dict[str, float]]:
-    """Run the evaluator; (objective value, all metrics without prefix). Leaves the model in eval mode."""
-    results = evaluator(model)
+    """Run the evaluator, in float32 whatever the trial trains in (devices.full_precision); (objective value,
+    all metrics without prefix). Leaves the model in eval mode."""
+    with full_precision(model):
+        results = evaluator(model)
     if not isinstance(results, dict):
         results = {metric: float(results)}
     return metric_value(results, metric), strip_prefix(results, getattr(evaluator, "name", ""))

@@ -37,7 +37,7 @@ from service.store.optuna_history import HistoryBound
 from service.store.maintenance import MaintenanceThread
 from workers import final_checkpoint
 from workers.contract import TrialOutcome, TrialRun
-from workers.devices import free_memory, is_out_of_memory
+from workers.devices import capability, free_memory, is_out_of_memory, precision_for
 from workers.faults import FAULT_GIVEBACKS_BEFORE_FAILING, Faults, GaveUp, transient
 from workers.heartbeat import Heartbeat
 from workers.hooks import LoopHooks
@@ -81,8 +81,10 @@ class Worker:
         self.signals = signals
         self.faults = Faults()
         self.scratch = scratch or Path(tempfile.mkdtemp(prefix="stsweep-worker-"))
+        self.capability = capability(device)  # its native bf16 unit, once: the workers view shows it
         self.worker_id = self.faults.db.call("register", queue.register_worker, ctx.sessions, socket.gethostname(),
-                                             os.getpid(), device, scheduler, stop=signals.requested)
+                                             os.getpid(), device, scheduler, bf16=self.capability.bf16_unit,
+                                             stop=signals.requested)
         self.heartbeat = Heartbeat(ctx.sessions, self.worker_id, ctx.settings.heartbeat_seconds,
                                    ctx.settings.lease_seconds, self.faults.db)
         # Reaping and reconciling, elected among every worker and API of the deployment: in its own thread, so
@@ -98,7 +100,7 @@ class Worker:
         self.maintenance.start()
         done = 0
         idle_since = time.monotonic()
-        log.info("worker %d on %s ready", self.worker_id, self.device)
+        log.info("worker %d on %s ready (%s)", self.worker_id, self.device, self.capability.describe())
         try:
             while not self.signals.requested.is_set() and (max_trials is None or done < max_trials):
                 try:
@@ -160,13 +162,16 @@ class Worker:
             if reported and trial is not None:  # resumed: Optuna gets the points recorded only with us
                 db.call("Optuna points", optuna_bridge.sync_points, state.optuna_study._storage, trial._trial_id,
                         reported, stop=stop)
+            # PrecisionUnavailable (bf16 asked for on a GPU without it) fails the trial with its reason.
+            precision = precision_for(self.capability, state.spec.precision).name
+            db.call("precision", queue.set_precision, self.ctx.sessions, claim.lease, precision, stop=stop)
             run = TrialRun(study_id=claim.study_id, trial_number=claim.number, spec=state.spec, params=params,
                            work_dir=work_dir, resume_from=resume_from, reported_points=frozenset(reported),
-                           train_seed=claim.train_seed)
+                           train_seed=claim.train_seed, precision=precision)
             prefix = retention.attempt_prefix(claim.study_id, claim.number, claim.lease.token)
             hooks = LoopHooks(self.ctx, claim.lease, trial, state.optuna_study, prefix, self.heartbeat,
                               self.signals, self.faults)
-            log.info("trial %s: training %s%s", label, params,
+            log.info("trial %s: training %s in %s%s", label, params, precision,
                      f" (a confirm run, training seed {claim.train_seed})"
                      if claim.kind == "confirm" else "")
             outcome = train_trial(run, state.prepared, hooks, self.device)

@@ -34,7 +34,7 @@ from service.core.spec import (
     StudySpec,
 )
 from workers.contract import TrialHooks, TrialOutcome, TrialRun
-from workers.devices import free_memory, precision_for
+from workers.devices import Precision, free_memory, precision_for
 from workers.losses import build_loss, needs_no_duplicates
 from workers.prepared import PreparedStudy
 from workers.token_cache import TokenCache
@@ -114,7 +114,8 @@ class _Trainer(SentenceTransformerTrainer):
 
 
 def training_arguments(run: TrialRun, hp: Hyperparameters, device: str) -> SentenceTransformerTrainingArguments:
-    precision = precision_for(device)
+    precision = (Precision.named(run.precision) if run.precision is not None
+                 else precision_for(device, run.spec.precision))
     # transformers v5: a float warmup_steps below 1 is a ratio of the total steps (warmup_ratio is deprecated).
     warmup: float | int = min(hp.warmup_ratio, 0.999999) if hp.warmup_ratio > 0 else 0
     return SentenceTransformerTrainingArguments(

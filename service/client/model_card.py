@@ -16,6 +16,13 @@ _FRONT_MATTER = "---\n"
 EXISTING_CARD_HEADING = "## Card written by sentence-transformers at save time"
 
 
+_PRECISION_NOTES = {
+    "fp32": " (float32)",
+    "bf16": " (bfloat16 autocast; the weights were kept, and are stored, in float32)",
+    "fp16": " (float16 autocast with loss scaling; the weights were kept, and are stored, in float32)",
+}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
@@ -54,7 +61,8 @@ def _data_rows(data: dict[str, Any]) -> list[str]:
 
 def render_model_card(study: StudyPublic, trial: TrialPublic) -> str:
     """Markdown (with Hugging Face front matter) for ``trial`` of ``study``: study name, base model, data sets,
-    the trial's hyperparameters, its eval scores next to the baseline's, and the test score when known."""
+    the trial's hyperparameters and the precision it trained in, its eval scores next to the baseline's, and the
+    test score when known."""
     spec = study.spec or {}
     base_model = str(spec.get("base_model") or "unknown")
     metric = str(study.objective.get("metric") or "objective")
@@ -86,6 +94,8 @@ def render_model_card(study: StudyPublic, trial: TrialPublic) -> str:
     if not trial.params:
         lines.append("| - | none recorded |")
     lines.append("")
+    if trial.precision:
+        lines += [f"Trained in `{trial.precision}`{_PRECISION_NOTES.get(trial.precision, '')}.", ""]
 
     baseline = study.baseline.value if study.baseline else None
     lines += ["## Evaluation", "",

@@ -67,6 +67,8 @@ class TrialPublic(BaseModel):
                              "`attempts`)")
     history: list[AttemptEnd] = Field(default_factory=list, description="every attempt that ended, oldest "
                                       "first")
+    precision: str | None = Field(default=None, description="what the trial trained in: 'fp32', 'bf16' (autocast; "
+                                  "the weights and checkpoints stay float32) or 'fp16'; null until it starts training")
 
 
 class TrialPage(Page[TrialPublic]):
@@ -173,6 +175,9 @@ class WorkerPublic(BaseModel):
     scheduler: str | None = Field(default=None, description="the batch scheduler it runs under ('slurm'), if any")
     scheduler_job: str | None = Field(default=None, description="its SLURM array job id (or job id)")
     scheduler_task: str | None = Field(default=None, description="its SLURM array task id")
+    bf16: str | None = Field(default=None, description="the native bfloat16 unit found at start-up: 'amx' or "
+                             "'avx512_bf16' (a CPU), 'cuda' (a GPU with bf16), 'none'; null: a worker older than "
+                             "this field")
 
 
 class ColumnInfo(BaseModel):

@@ -530,6 +530,10 @@ class StudySpec(_Strict):
     warm_start_from: str | None = Field(default=None, pattern=STUDY_ID_PATTERN)
     # The project the study belongs to (None: the token's own; only an admin names another).
     project: str | None = Field(default=None, pattern=PROJECT_PATTERN, max_length=63)
+    # What trials train in: `auto` (bf16 on GPUs that have it, fp16 on older ones; on the CPU float32, or bf16
+    # autocast on CPUs with native bf16 units once workers/devices.py CPU_AUTO_BF16 says so), `fp32`, or `bf16`
+    # (autocast; weights, the kept best state and checkpoints stay float32). What ran is recorded per trial.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     @field_validator("base_model")
     @classmethod

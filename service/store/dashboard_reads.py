@@ -216,7 +216,7 @@ def workers(factory: sessionmaker[Session], stale_after_seconds: float,
         rows = s.execute(text("""
             SELECT w.id, w.host, w.pid, w.device, w.status, w.trials_done, w.started_at, w.last_heartbeat_at,
                    extract(epoch FROM now() - w.last_heartbeat_at) AS age, t.study_id, t.number, t.examples_seen,
-                   t.planned_examples, w.scheduler, w.scheduler_job, w.scheduler_task
+                   t.planned_examples, w.scheduler, w.scheduler_job, w.scheduler_task, w.bf16
             FROM workers w LEFT JOIN trials t ON t.id = w.current_trial_id
               AND (CAST(:project AS text) IS NULL
                    OR EXISTS (SELECT 1 FROM studies st WHERE st.id = t.study_id AND st.project = :project))
@@ -234,5 +234,5 @@ def workers(factory: sessionmaker[Session], stale_after_seconds: float,
                                 current_trial=current, last_heartbeat_at=r.last_heartbeat_at,
                                 heartbeat_age_seconds=round(float(r.age), 3), trials_done=r.trials_done,
                                 started_at=r.started_at, scheduler=r.scheduler, scheduler_job=r.scheduler_job,
-                                scheduler_task=r.scheduler_task))
+                                scheduler_task=r.scheduler_task, bf16=r.bf16))
     return out

@@ -147,6 +147,7 @@ class Trial(Base):
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
         CheckConstraint(f"state IN {TRIAL_STATES}", name="ck_trials_state"),
         CheckConstraint("kind IN ('search', 'confirm')", name="ck_trials_kind"),
+        CheckConstraint("precision IN ('fp32', 'bf16', 'fp16')", name="ck_trials_precision"),
         Index("ix_trials_claim", "study_id", "state", "number"),
         Index("ix_trials_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_trials_running_worker", "worker_id", postgresql_where=text("state = 'running'")),
@@ -194,6 +195,9 @@ class Trial(Base):
     checkpoint_key: Mapped[str | None] = mapped_column(Text)
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # What the trial trained in ('fp32', 'bf16' autocast, 'fp16' autocast), set when it starts training (NULL
+    # before, and for trials trained before migration 0011).
+    precision: Mapped[str | None] = mapped_column(String(8))
     # One entry per attempt that ended without finishing the trial, with the fault it met (see queue.py).
     history: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
     # Give-backs after transient faults (database, object store, disk full): never one of max_attempts.
@@ -272,6 +276,9 @@ class Worker(Base):
     scheduler: Mapped[str | None] = mapped_column(String(16))
     scheduler_job: Mapped[str | None] = mapped_column(String(64))
     scheduler_task: Mapped[str | None] = mapped_column(String(64))
+    # The native bfloat16 unit found at start-up: 'amx', 'avx512_bf16' (CPU), 'cuda' (a GPU with bf16), 'none';
+    # NULL for a worker that predates migration 0011 (workers/devices.py).
+    bf16: Mapped[str | None] = mapped_column(String(16))
 
 
 class MaintenanceLease(Base):

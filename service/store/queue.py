@@ -344,6 +344,12 @@ def progress(factory: sessionmaker[Session], lease: Lease, examples_seen: int, p
              {"n": examples_seen, "planned": planned, "eta": eta_seconds})
 
 
+def set_precision(factory: sessionmaker[Session], lease: Lease, precision: str) -> None:
+    """Record what the trial trains in ('fp32', 'bf16' or 'fp16'), as it starts training (each attempt: a
+    resumed attempt on another worker may run another precision, and the last one is what the result holds)."""
+    _guarded(factory, lease, f"UPDATE trials SET precision = :p WHERE {_GUARD} RETURNING id", {"p": precision})
+
+
 def record_resume_checkpoint(factory: sessionmaker[Session], lease: Lease, key: str, sha256: str,
                              examples_seen: int) -> str | None:
     """Point the trial at its newest resumable checkpoint; returns the key it replaces (no longer named by
@@ -536,14 +542,16 @@ def reported_values(factory: sessionmaker[Session], trial_id: int) -> dict[int, 
 
 
 def register_worker(factory: sessionmaker[Session], host: str, pid: int, device: str,
-                    scheduler: SchedulerJob | None = None) -> int:
-    """A new worker row; `scheduler` names the batch job it runs in (a SLURM array task), when it does."""
+                    scheduler: SchedulerJob | None = None, *, bf16: str | None = None) -> int:
+    """A new worker row; `scheduler` names the batch job it runs in (a SLURM array task), when it does; `bf16`
+    the device's native bfloat16 unit ('amx', 'avx512_bf16', 'cuda' or 'none'; workers/devices.py)."""
     job = scheduler or SchedulerJob(None, None, None)
     with session_scope(factory) as s:
         return int(s.execute(text("""
-            INSERT INTO workers (host, pid, device, scheduler, scheduler_job, scheduler_task)
-            VALUES (:h, :p, :d, :sched, :job, :task) RETURNING id"""),
-            {"h": host, "p": pid, "d": device, "sched": job.scheduler, "job": job.job, "task": job.task}
+            INSERT INTO workers (host, pid, device, scheduler, scheduler_job, scheduler_task, bf16)
+            VALUES (:h, :p, :d, :sched, :job, :task, :bf16) RETURNING id"""),
+            {"h": host, "p": pid, "d": device, "sched": job.scheduler, "job": job.job, "task": job.task,
+             "bf16": bf16}
         ).scalar_one())
 
 

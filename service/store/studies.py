@@ -42,6 +42,8 @@ def new_study_id() -> str:
 def request_hash(spec: StudySpec) -> str:
     # Fields added later are left out while unset, so a body hashes as it did before they existed.
     unset = {name for name in ("confirm", "warm_start_from", "project") if getattr(spec, name) is None}
+    if spec.precision == "auto":
+        unset.add("precision")
     body = spec.model_dump(mode="json", exclude=unset)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 

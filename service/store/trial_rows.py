@@ -13,7 +13,7 @@ from service.core.schemas import AttemptEnd, IntermediatePoint, TrialPublic
 TRIAL_COLUMNS = """id, number, state, params, value, metrics, attempts, failure_reason, below_baseline,
     examples_seen, planned_examples, last_eval, eta_seconds, worker_id, checkpoint_key IS NOT NULL AS has_ckpt,
     started_at, finished_at, extract(epoch FROM (coalesce(finished_at, now()) - started_at)) AS duration, seq,
-    kind, confirm_of, train_seed, fault_count, history"""
+    kind, confirm_of, train_seed, fault_count, history, precision"""
 
 
 def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> list[TrialPublic]:
@@ -33,5 +33,5 @@ def trials_public(s: Session, rows: list[Any], since_seq: int | None = None) -> 
         worker_id=r.worker_id, has_checkpoint=r.has_ckpt, started_at=r.started_at, finished_at=r.finished_at,
         duration_seconds=float(r.duration) if r.duration is not None else None, intermediate=points[r.id],
         kind=r.kind, confirm_of=r.confirm_of, train_seed=r.train_seed, fault_count=r.fault_count,
-        history=[AttemptEnd.model_validate(h) for h in r.history or []],
+        history=[AttemptEnd.model_validate(h) for h in r.history or []], precision=r.precision,
     ) for r in rows]

@@ -311,7 +311,8 @@ async function workersPage() {
     if (view !== v) return;
     body.replaceChildren(...(data.items.length ? data.items.map((w) => el("tr", { dataset: { workerId: w.id } },
       el("td", {}, el("strong", { text: w.host }), el("div", { class: "muted small", text: `pid ${w.pid}` })),
-      el("td", {}, el("code", { text: w.device })),
+      el("td", { class: "device" }, el("code", { text: w.device }),
+        w.bf16 ? el("div", { class: "muted small", text: w.bf16 === "none" ? "no native bf16" : `bf16: ${w.bf16}` }) : null),
       el("td", { class: "scheduler" }, w.scheduler_job ? [el("code", { text: w.scheduler_task != null ? `${w.scheduler_job}_${w.scheduler_task}` : w.scheduler_job }),
         el("div", { class: "muted small", text: w.scheduler === "slurm" ? "SLURM" : String(w.scheduler || "") })] : el("span", { class: "muted", text: "—" })),
       el("td", {}, badge(w.status)),
