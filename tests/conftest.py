@@ -142,3 +142,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not any(accepted in reason for accepted in CI_ACCEPTED_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which allows only {CI_ACCEPTED_SKIPS}: {reason}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with slow tests (real training, real faults) first, each file's tests kept together in their
+    order: with two pytest processes (scripts/test: pytest-xdist, a file each), the longest files start first and
+    the short ones fill in around them, rather than one long file running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
+    items.sort(key=lambda item: (item.path not in slow_files, first_seen[item.path]))
