@@ -32,6 +32,16 @@ def test_copies_are_independent_of_the_training_state() -> None:
     assert _tensor_bytes(copy) == 4 * (1 + 12 * 3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool])
+def test_every_dtype_and_shape_comes_back_the_same(dtype: torch.dtype) -> None:
+    copier = _HostCopier()
+    for live in (torch.arange(24).reshape(2, 3, 4).to(dtype), torch.tensor(5).to(dtype),
+                 torch.arange(24).reshape(4, 6).t().to(dtype), torch.empty(0, 3, dtype=dtype)):
+        copy = copier.tensor(live)
+        assert copy.dtype == live.dtype and copy.shape == live.shape and torch.equal(copy, live)
+        assert copy.is_contiguous() and (live.numel() == 0 or copy.data_ptr() != live.data_ptr())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_from_a_gpu_into_pinned_host_memory() -> None:
     live = optimizer_like("cuda")
