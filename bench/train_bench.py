@@ -37,7 +37,7 @@ worker's code: the collator over every configuration's batches, stock (tokenizes
 study's token cache (workers/token_cache.py); a fresh CPU copy of the best weights at an improvement against a
 copy into the trial's buffers (workers/trial_callback.py `keep_state`); and a resumable checkpoint's write
 (stays on the training thread) against its put_dir (tar, fsync: now on a background thread,
-workers/checkpoint_upload.py).
+workers/checkpoint_writer.py; since issue 22 the write moved there too: bench/checkpoint_cost.py).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import math
 import os
 import re
 import resource
@@ -53,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -557,10 +559,10 @@ class _NullHooks:
     def progress(self, examples_seen: int, planned_examples: int) -> None:
         pass
 
-    def checkpoint_due(self) -> bool:
-        return False
+    def checkpoint_interval(self) -> float:
+        return math.inf
 
-    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
+    def save_checkpoint(self, folder: Path, examples_seen: int, abandon: threading.Event) -> None:
         pass
 
     def interrupted(self) -> bool:
@@ -1012,7 +1014,7 @@ def print_item5(args: argparse.Namespace, c: Stsweep, wall_a: float | None) -> N
           f"({len(c.runs)} allocate): saves <= {copy:.2f} s{share(copy)} (on CUDA the copy stays on the device)")
     n_ckpt = sum(1 for _t, msg in c.log if "resumable checkpoint at" in msg)
     print(f"    resumable checkpoint ({m['ckpt_mib']:.0f} MiB: weights, AdamW state, best weights): written "
-          f"{m['ckpt_write_s']:.2f} s on the training thread as before; put_dir (tar, fsync) {m['ckpt_upload_s']:.2f} s "
+          f"{m['ckpt_write_s']:.2f} s (off the training thread since issue 22: bench/checkpoint_cost.py); put_dir (tar, fsync) {m['ckpt_upload_s']:.2f} s "
           f"moved to a background thread: saves {m['ckpt_upload_s']:.2f} s of training-thread time per checkpoint; "
           f"{n_ckpt} resumable checkpoint(s) in this run (checkpoint_every_seconds 60)"
           + (f": {n_ckpt * m['ckpt_upload_s']:.2f} s{share(n_ckpt * m['ckpt_upload_s'])}" if n_ckpt else ""))

@@ -109,3 +109,4 @@ def test_ten_sigkills_at_random_moments(ctx: Context, settings: Settings, tmp_pa
     # Retention kept the best final checkpoint only; the dead attempts' uploads are collected.
     reconcile.reconcile(ctx)
     assert ctx.artifacts.list_keys(f"{retention.study_prefix(study_id)}trials") == [best.key]
+    assert ctx.artifacts.list_partial(retention.study_prefix(study_id)) == [], "a write cut short by a kill is left"

@@ -1,12 +1,15 @@
 """The reconciler makes Optuna agree with our tables after a process died between two writes (real processes,
 killed with SIGKILL at the step in question; real PostgreSQL and Optuna storage), and collects the objects of
-dead attempts."""
+dead attempts, and what a write cut short by SIGKILL left in the store."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -160,3 +163,56 @@ def test_objects_of_dead_attempts_are_collected_and_live_ones_kept(ctx: Context,
     _expire_leases(ctx)
     assert reconcile.collect_orphan_objects(ctx, study_id) == [uploading.key]
     assert store.list_keys(retention.study_prefix(study_id)) == [named.key]
+
+
+_WRITE_FOREVER = """
+import sys
+from service.artifacts.local import LocalArtifactStore
+LocalArtifactStore(sys.argv[1]).put_file(sys.argv[2], sys.argv[3])  # reads the FIFO until killed
+"""
+
+
+def _killed_mid_write(root: Path, key: str, tmp_path: Path) -> None:
+    """A real process writing `key` into the store at `root`, SIGKILLed half-way: what a worker killed during a
+    checkpoint upload leaves behind."""
+    fifo = tmp_path / f"fifo-{uuid.uuid4().hex[:8]}"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITE_FOREVER, str(root), key, str(fifo)], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while True:  # the FIFO opens for writing once the writer has it open for reading
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer never opened its source"
+            time.sleep(0.05)
+    with os.fdopen(fd, "wb") as feed:
+        feed.write(b"x" * 4096)
+        feed.flush()
+        folder = root / key.rsplit("/", 1)[0]
+        while not (folder.is_dir() and any(p.name.startswith(".tmp-") for p in folder.iterdir())):
+            assert time.monotonic() < deadline, "the writer never started its temporary file"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_writes_cut_short_by_sigkill_are_collected_once_their_attempt_is_dead(ctx: Context, tmp_path: Path) -> None:
+    study_id = create_study(ctx, _body())
+    live, _ = queue.claim(ctx.sessions, None, 30)  # type: ignore[misc]
+    root = Path(ctx.artifacts.root)  # type: ignore[attr-defined]
+    live_prefix = retention.attempt_prefix(study_id, live.number, live.lease.token)
+    dead_prefix = retention.attempt_prefix(study_id, live.number, uuid.uuid4())
+    _killed_mid_write(root, f"{dead_prefix}/resume-64.tar", tmp_path)
+    _killed_mid_write(root, f"{live_prefix}/resume-64.tar", tmp_path)
+    partial = ctx.artifacts.list_partial(retention.study_prefix(study_id))
+    assert len(partial) == 2 and not ctx.artifacts.list_keys(retention.study_prefix(study_id)), "never published"
+    dead_partial = next(p for p in partial if p.startswith(dead_prefix))
+    live_partial = next(p for p in partial if p.startswith(live_prefix))
+
+    assert reconcile.collect_orphan_objects(ctx, study_id) == [dead_partial]
+    assert not (root / dead_prefix).exists(), "the dead attempt's folder goes with it"
+    assert ctx.artifacts.list_partial(retention.study_prefix(study_id)) == [live_partial], "a live write is kept"
+    _expire_leases(ctx)
+    assert reconcile.collect_orphan_objects(ctx, study_id) == [live_partial]
+    assert not (root / f"studies/{study_id}").exists()

@@ -3,7 +3,9 @@ all)."""
 
 from __future__ import annotations
 
+import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +48,10 @@ class FakeHooks:
     def progress(self, examples_seen: int, planned_examples: int) -> None:
         self.progress_calls.append((examples_seen, planned_examples))
 
-    def checkpoint_due(self) -> bool:
-        return self.checkpoint_every_eval
+    def checkpoint_interval(self) -> float:
+        return 0.0 if self.checkpoint_every_eval else math.inf
 
-    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
+    def save_checkpoint(self, folder: Path, examples_seen: int, abandon: threading.Event) -> None:
         assert folder.is_dir()
         kept = folder
         if self.copy_to is not None:  # what the artifact store does: the trainer deletes its own copy later

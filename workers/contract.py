@@ -6,6 +6,7 @@ The loop (workers/loop.py) owns the queue, leases, Optuna and the artifact store
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -39,13 +40,16 @@ class TrialHooks(Protocol):
     def progress(self, examples_seen: int, planned_examples: int) -> None:
         """Training progress, for the API and dashboard (rate-limited by the loop)."""
 
-    def checkpoint_due(self) -> bool:
-        """True when the configured checkpoint interval has passed since the last resumable checkpoint."""
+    def checkpoint_interval(self) -> float:
+        """The longest time between two resumable checkpoints, in seconds (0: at every evaluation; math.inf:
+        only when interrupted). The trainer checkpoints more often when that costs under 2% of the trial's time
+        (workers/checkpoint_policy.py)."""
 
-    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
-        """Persist a resumable checkpoint folder (blocking; uploads to the artifact store). Called on a background
-        thread while training goes on, one call at a time, in order (workers/checkpoint_upload.py); the folder
-        stays in place until the call returns."""
+    def save_checkpoint(self, folder: Path, examples_seen: int, abandon: threading.Event) -> None:
+        """Persist a resumable checkpoint folder (blocking; uploads to the artifact store, then records it).
+        Called on the checkpoint writer thread while training goes on, one call at a time, in order
+        (workers/checkpoint_writer.py); the folder stays in place until the call returns. Once `abandon` is set
+        the checkpoint is no longer wanted: an object already uploaded is deleted instead of recorded."""
 
     def interrupted(self) -> bool:
         """True once the trial must stop early (SIGTERM, lease lost, study stopped): save and return."""

@@ -10,6 +10,7 @@ is written under this attempt's own folder (`key_prefix`, per lease), and only t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -41,11 +42,9 @@ class LoopHooks:
         self.faults = faults
         self.started = time.monotonic()
         self.started_examples: int | None = None
-        self.last_checkpoint = time.monotonic()
         self.last_progress = 0.0
         self.lost = False
         self.cut_off = False  # asked to stop while waiting for the database
-        self.due_at: float | None = None  # when the last due checkpoint was asked for
         self.planned_sent = False  # the trial's planned examples were given to Optuna
 
     # -------------------------------------------------------------- TrialHooks
@@ -102,25 +101,31 @@ class LoopHooks:
         except GaveUp:
             self.cut_off = True  # shutting down during an outage: stop training, the lease will expire
 
-    def checkpoint_due(self) -> bool:
-        due = time.monotonic() - self.last_checkpoint >= self.ctx.settings.checkpoint_every_seconds
-        if due:
-            self.due_at = time.monotonic()  # the trainer saves its state next, then save_checkpoint uploads it
-        return due
+    def checkpoint_interval(self) -> float:
+        return self.ctx.settings.checkpoint_every_seconds
 
-    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
+    def save_checkpoint(self, folder: Path, examples_seen: int, abandon: threading.Event) -> None:
+        """Upload (verified: the store hashes what it wrote), then record under the lease; on the writer thread.
+        A checkpoint abandoned meanwhile, or refused by the lease, is deleted, never recorded."""
         if self.lost:
             return
         key = f"{self.key_prefix}/resume-{examples_seen}.tar"
         started = time.monotonic()
         deadline = started + self.ctx.settings.fault_retry_seconds
+        # Retries of a store that refuses it end when the worker is stopping, or when it is abandoned (the trial
+        # ended, or an interruption's newer checkpoint replaces it).
+        stop = self.signals.requested if self.signals.requested.is_set() else abandon
         try:
             info = self.faults.store.call("resumable checkpoint", self.ctx.artifacts.put_dir, key, folder,
-                                          deadline=deadline, stop=self.signals.requested)
+                                          deadline=deadline, stop=stop)
         except GaveUp as exc:
             log.warning("trial %s: resumable checkpoint at %d examples skipped (%s); the next one is tried when "
                         "due", self.key_prefix, examples_seen, exc.reason)
-            self.last_checkpoint = time.monotonic()
+            return
+        if abandon.is_set():
+            self._delete_own(info.key)  # never recorded: nobody else can know it
+            log.debug("trial %s: resumable checkpoint at %d examples abandoned after its upload", self.key_prefix,
+                      examples_seen)
             return
         try:
             replaced = self.faults.db.call("record checkpoint", queue.record_resume_checkpoint, self.ctx.sessions,
@@ -134,12 +139,8 @@ class LoopHooks:
             return  # maybe recorded, maybe not: the orphan collector decides from the row
         if replaced and replaced.startswith(f"{self.key_prefix}/"):
             self._delete_own(replaced)  # an earlier attempt's is left to the orphan collector
-        now = time.monotonic()
-        took = now - (self.due_at if self.due_at is not None else started)
-        self.due_at = None
-        self.last_checkpoint = now
-        log.info("trial %s: resumable checkpoint at %d examples (%.0f MiB, %.1f s)", self.key_prefix, examples_seen,
-                 info.size / 2**20, took)
+        log.info("trial %s: resumable checkpoint at %d examples (%.0f MiB, %.1f s; uploaded and recorded beside "
+                 "training)", self.key_prefix, examples_seen, info.size / 2**20, time.monotonic() - started)
 
     def _delete_own(self, key: str) -> None:
         assert key.startswith(f"{self.key_prefix}/"), key

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from service.core.spec import (
     IntDistribution,
     StudySpec,
 )
+from workers.checkpoint_policy import CheckpointPolicy
 from workers.contract import TrialHooks, TrialOutcome, TrialRun
 from workers.devices import Precision, free_memory, precision_for
 from workers.losses import build_loss, needs_no_duplicates
@@ -90,13 +92,25 @@ def hyperparameters(spec: StudySpec, params: dict[str, Any]) -> Hyperparameters:
     )
 
 
+CheckpointSink = Callable[[SentenceTransformerTrainer, SentenceTransformer], None]
+
+
 class _Trainer(SentenceTransformerTrainer):
     """The stock trainer without model cards (slow, and they look things up on the hub), whose collator reads
-    the study's token cache (workers/token_cache.py) instead of tokenizing every batch again."""
+    the study's token cache (workers/token_cache.py) instead of tokenizing every batch again, and whose
+    checkpoints go to `checkpoint_sink` (TrialCallback.take_checkpoint: copied in memory, written elsewhere)."""
 
-    def __init__(self, *args: Any, token_cache: TokenCache | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, token_cache: TokenCache | None = None,
+                 checkpoint_sink: CheckpointSink | None = None, **kwargs: Any) -> None:
         self._token_cache = token_cache  # before super().__init__, which builds the collator
+        self.checkpoint_sink = checkpoint_sink  # None: the trainer's own synchronous checkpoint
         super().__init__(*args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        if self.checkpoint_sink is None:
+            super()._save_checkpoint(model, trial)
+        else:
+            self.checkpoint_sink(self, self.model)
 
     def get_data_collator(self, model: Any, args: Any, processing_class: Any = None) -> Any:
         collator = super().get_data_collator(model, args, processing_class)
@@ -169,10 +183,11 @@ def set_up_trial(run: TrialRun, prepared: PreparedStudy, hooks: TrialHooks, devi
     callback = TrialCallback(prepared, hooks, progress, eval_every=run.spec.eval_every_examples(),
                              examples_per_step=hp.examples_per_step,
                              patience=run.spec.evaluation.early_stopping_patience,
-                             threshold=run.spec.evaluation.early_stopping_threshold)
+                             threshold=run.spec.evaluation.early_stopping_threshold,
+                             checkpoints=CheckpointPolicy(hooks.checkpoint_interval()))
     trainer = _Trainer(model=model, args=training_arguments(run, hp, device), train_dataset=prepared.train_dataset,
                        loss=build_loss(run.spec, run.params, model), callbacks=[callback],
-                       token_cache=prepared.token_cache)
+                       token_cache=prepared.token_cache, checkpoint_sink=callback.take_checkpoint)
     trainer.remove_callback(PrinterCallback)  # prints the final train metrics to stdout
     return TrialSetup(trainer=trainer, callback=callback, model=model, hp=hp)
 
@@ -185,8 +200,9 @@ def train_trial(run: TrialRun, prepared: PreparedStudy, hooks: TrialHooks, devic
         setup = set_up_trial(run, prepared, hooks, device)
         resume = str(run.resume_from) if run.resume_from is not None else None
         setup.trainer.train(resume_from_checkpoint=resume)
-        outcome = _finish(run, prepared, setup)  # the final evaluation overlaps a checkpoint upload in flight
-        setup.callback.finish_uploads()
+        setup.callback.abandon_checkpoint()  # one in flight stops at its next stage, unless a resume needs it
+        outcome = _finish(run, prepared, setup)  # the final evaluation overlaps the checkpoint job in flight
+        setup.callback.finish_checkpoints()  # completed and recorded, or abandoned: none left running
         return outcome
     finally:
         if setup is not None:

@@ -1,73 +1,34 @@
 """The trainer callback that evaluates at examples-seen points, reports, early-stops, prunes and checkpoints.
 
-`TrialProgress` is the part of a trial's state the trainer does not keep itself (best value and weights,
-early-stopping counter, reported points); it travels in every checkpoint folder as `stsweep_state.json` +
-`stsweep_best.safetensors`, beside the trainer's own files.
-
 Per trial, as little as possible on the training thread: the best weights are copied into buffers allocated at
 the first improvement (on the GPU when training there and there is room, so an improvement is a device-to-device
-copy), and a checkpoint folder, once written, is uploaded on a background thread (workers/checkpoint_upload.py).
+copy); a resumable checkpoint costs the training thread only the copy of its state into memory
+(workers/checkpoint_snapshot.py): writing, packing and uploading it happen on a writer thread, one at a time
+(workers/checkpoint_writer.py), and how often is decided by workers/checkpoint_policy.py.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
-import shutil
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from service.core.errors import InvalidInput
 from service.core.numeric_limits import INT32_MAX
-from workers.checkpoint_upload import BackgroundUpload
+from workers.checkpoint_policy import CheckpointPolicy
+from workers.checkpoint_snapshot import take_snapshot
+from workers.checkpoint_writer import CheckpointWriter
 from workers.contract import TrialHooks
 from workers.prepared import PreparedStudy
+from workers.trial_progress import BEST_FILE, STATE_FILE, StopReason, TrialProgress
 
-STATE_FILE = "stsweep_state.json"
-BEST_FILE = "stsweep_best.safetensors"
-FORMAT = 1
-
-StopReason = Literal["pruned", "interrupted", "early_stopped"]
-
-
-@dataclass
-class TrialProgress:
-    best_value: float | None = None
-    best_examples: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None  # copy of the best weights (see `keep_state`)
-    best_metrics: dict[str, float] | None = None  # every metric of the best evaluation (on the eval subset)
-    bad_evals: int = 0  # evaluations since the last improvement
-    reported: set[int] = field(default_factory=set)
-    last_value: float | None = None
-    last_eval_examples: int = 0
-    status: StopReason | None = None
-
-    def save(self, folder: Path, examples_seen: int, global_step: int) -> None:
-        meta = {"format": FORMAT, "examples_seen": examples_seen, "global_step": global_step,
-                "best_value": self.best_value, "best_examples": self.best_examples, "bad_evals": self.bad_evals,
-                "best_metrics": self.best_metrics,
-                "reported": sorted(self.reported), "last_value": self.last_value,
-                "last_eval_examples": self.last_eval_examples, "has_best_state": self.best_state is not None}
-        if self.best_state is not None:
-            save_file({k: v.contiguous() for k, v in self.best_state.items()}, str(folder / BEST_FILE))
-        (folder / STATE_FILE).write_text(json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, folder: Path) -> TrialProgress:
-        meta = json.loads((Path(folder) / STATE_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder}: unknown checkpoint format {meta.get('format')!r}")
-        best = load_file(str(Path(folder) / BEST_FILE)) if meta.get("has_best_state") else None
-        return cls(best_value=meta["best_value"], best_examples=meta["best_examples"], best_state=best,
-                   best_metrics=meta.get("best_metrics"),
-                   bad_evals=int(meta["bad_evals"]), reported={int(x) for x in meta["reported"]},
-                   last_value=meta["last_value"], last_eval_examples=int(meta["last_eval_examples"]))
+log = logging.getLogger(__name__)
 
 
 def keep_state(model: torch.nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -108,7 +69,8 @@ _CPU = torch.device("cpu")
 
 class TrialCallback(TrainerCallback):
     def __init__(self, prepared: PreparedStudy, hooks: TrialHooks, progress: TrialProgress, *, eval_every: int,
-                 examples_per_step: int, patience: int | None, threshold: float) -> None:
+                 examples_per_step: int, patience: int | None, threshold: float,
+                 checkpoints: CheckpointPolicy | None = None) -> None:
         self.prepared = prepared
         self.hooks = hooks
         self.progress = progress
@@ -119,7 +81,11 @@ class TrialCallback(TrainerCallback):
         self.examples_seen = 0
         self.planned_examples = 0
         self.next_point = 1  # k of the next evaluation point k * eval_every
-        self.uploads = BackgroundUpload(hooks.save_checkpoint)
+        self.policy = checkpoints if checkpoints is not None else CheckpointPolicy(math.inf)
+        self.writer = CheckpointWriter(hooks.save_checkpoint)
+        self.last_checkpoint = time.monotonic()  # end of the last checkpoint's copy (or the start of training)
+        self.copy_seconds: list[float] = []  # the training thread's cost of each checkpoint, in order
+        self.skipped = 0  # checkpoints due while the previous one was still being written
 
     # -------------------------------------------------------------- evaluation, best state
 
@@ -155,22 +121,28 @@ class TrialCallback(TrainerCallback):
                                "num_train_epochs or data.max_train_samples", field="search_space.num_train_epochs")
         self.examples_seen = state.global_step * self.examples_per_step
         self.next_point = self.examples_seen // self.eval_every + 1
+        self.last_checkpoint = time.monotonic()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     model: SentenceTransformer | None = None, **kwargs: Any) -> TrainerControl:
         self.examples_seen = examples = state.global_step * self.examples_per_step
-        self.uploads.check()  # a checkpoint upload that failed raises here, as it did inside on_save before
+        self.writer.check()  # a checkpoint job that failed raises here, as it did inside on_save before
+        self._measure_writer()
         self.hooks.progress(examples, self.planned_examples)
         last_k = examples // self.eval_every
+        evaluated = False
         if last_k >= self.next_point and model is not None:
             points = [k * self.eval_every for k in range(self.next_point, last_k + 1)]
             self.next_point = last_k + 1
             if self._evaluate_at(model, points, examples, control):
                 return control
+            evaluated = True
         if self.hooks.interrupted():
             self.progress.status = "interrupted"
             control.should_save = True
             control.should_training_stop = True
+        elif self.policy.due(time.monotonic() - self.last_checkpoint, evaluated):
+            self._checkpoint_due(control, examples)
         return control
 
     def _evaluate_at(self, model: SentenceTransformer, points: list[int], examples: int,
@@ -192,28 +164,76 @@ class TrialCallback(TrainerCallback):
             p.status = "early_stopped"
             control.should_training_stop = True
             return True
-        if self.hooks.checkpoint_due():
-            control.should_save = True
         return False
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                **kwargs: Any) -> None:
-        run_dir = Path(args.output_dir)
-        folder = run_dir / f"checkpoint-{state.global_step}"
-        # Synchronous, like the trainer's own files: the best weights' buffers change at the next improvement.
-        self.progress.save(folder, self.examples_seen, state.global_step)
-        self.uploads.wait()  # the previous upload is over: its folder may go
-        for old in run_dir.glob("checkpoint-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-        self.uploads.start(folder, self.examples_seen)
+    def _checkpoint_due(self, control: TrainerControl, examples: int) -> None:
+        """A periodic checkpoint is due: taken now, unless the previous one is still being written (then it is
+        skipped, and the next one is due an interval later), except at every evaluation (interval 0), where it
+        waits for the previous one as it always did."""
+        if self.writer.busy and not self.policy.every_evaluation:
+            self.skipped += 1
+            self.last_checkpoint = time.monotonic()
+            log.debug("resumable checkpoint at %d examples skipped: the previous one is still being written",
+                      examples)
+            return
+        control.should_save = True
 
-    def finish_uploads(self) -> None:
-        """Wait for the checkpoint upload in flight, if any, and raise its error (before the trial's result is
-        handed back: the loop finishes or releases the trial only once its checkpoint is stored or skipped)."""
-        self.uploads.wait()
+    # -------------------------------------------------------------- checkpoints
+
+    def take_checkpoint(self, trainer: Trainer, model: SentenceTransformer) -> None:
+        """The trainer's `_save_checkpoint` (training/_Trainer): copy the state into memory and hand it to the
+        writer thread. The checkpoint of an interrupted trial replaces one still being written."""
+        if self.progress.status == "interrupted":
+            self.writer.abandon()  # the newer state supersedes it; its object, if uploaded, is deleted
+        else:
+            self.writer.wait()  # only at every evaluation (interval 0) can one still be in flight here
+        self._measure_writer()
+        since = time.monotonic() - self.last_checkpoint
+        started = time.perf_counter()
+        snapshot = take_snapshot(trainer, model, self.progress, self.examples_seen)
+        took = time.perf_counter() - started
+        self.last_checkpoint = time.monotonic()
+        self.copy_seconds.append(took)
+        self.policy.measured_copy(took)
+        folder = Path(trainer.args.output_dir) / f"checkpoint-{snapshot.global_step}"
+        self.writer.start(folder, snapshot.examples_seen, lambda path: snapshot.write(path, self._shell))
+        log.debug("checkpoint at %d examples: %.0f MiB copied in %.3f s on the training thread (%.2f%% of the "
+                  "%.0f s since the last); next in %.0f s", snapshot.examples_seen, snapshot.nbytes / 2**20, took,
+                  100 * took / since if since > 0 else 0.0, since, self.policy.interval())
+
+    def _shell(self) -> SentenceTransformer:
+        """A CPU model of the trained architecture for the writer to save a snapshot's weights through: a copy of
+        the study's pristine base model (never trained, so the writer thread may copy it at any time)."""
+        return self.prepared.fresh_model("cpu")
+
+    def _measure_writer(self) -> None:
+        seconds = self.writer.pop_cpu_seconds()
+        if seconds is not None:
+            self.policy.measured_writer(seconds)
+
+    def checkpoints_needed(self) -> bool:
+        """Whether the checkpoint in flight at the end of training is still of use: only an interrupted trial
+        resumes from it (a completed, pruned or early-stopped one deletes its resumable checkpoint)."""
+        return self.progress.status == "interrupted"
+
+    def finish_checkpoints(self) -> None:
+        """At the end of training, before the trial's result is handed back: the checkpoint in flight is
+        completed (and its error raised) when `checkpoints_needed()`, else abandoned (see `abandon_checkpoint`)."""
+        if self.checkpoints_needed():
+            self.writer.wait()
+        else:
+            self.writer.abandon()
+
+    def abandon_checkpoint(self) -> None:
+        """Tell the checkpoint in flight, if no longer needed, to stop at its next stage (without waiting)."""
+        if not self.checkpoints_needed():
+            self.writer.abandon(wait=False)
 
     def release(self) -> None:
-        """Once the trial is over: no upload left running (its error logged), no reference to big objects."""
-        self.uploads.drain()
+        """Once the trial is over: no checkpoint job left running (its error logged), no reference to big
+        objects."""
+        self.writer.drain()
         self.progress.best_state = None
+
+
+__all__ = ["BEST_FILE", "STATE_FILE", "StopReason", "TrialCallback", "TrialProgress", "keep_state"]

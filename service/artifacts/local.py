@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,9 +24,10 @@ from service.artifacts.store import (
     validate_key,
     validate_prefix,
 )
-from service.core.errors import NotFound, StorageError
+from service.core.errors import InvalidInput, NotFound, StorageError
 
 _TMP_PREFIX = ".tmp-"  # keys never have a component starting with "." (see validate_key)
+_PARTIAL = re.compile(r"\.tmp-[A-Za-z0-9_]+\.part")  # what _mkstemp names a write in progress
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -171,6 +173,28 @@ class LocalArtifactStore(ArtifactStore):
             raise StorageError(f"cannot delete artifacts under {prefix!r}: {exc}") from exc
         self._prune(folder.parent)
         return count
+
+    def list_partial(self, prefix: str) -> list[str]:
+        folder = self._folder(prefix)
+        with storage_errors(f"listing {prefix!r}"):
+            if not folder.is_dir():
+                return []
+            return sorted((Path(dirpath) / name).relative_to(self.root).as_posix()
+                          for dirpath, _dirnames, filenames in os.walk(folder)
+                          for name in filenames if _PARTIAL.fullmatch(name))
+
+    def delete_partial(self, name: str) -> None:
+        parent, _, base = name.rpartition("/")
+        if not _PARTIAL.fullmatch(base):
+            raise InvalidInput(f"not an unfinished write: {name!r}", field="key")
+        path = self._folder(parent) / base
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete unfinished write {name!r}: {exc}") from exc
+        self._prune(path.parent)
 
     def _files(self, folder: Path) -> Iterator[Path]:
         """Published objects under ``folder`` (temp files skipped)."""

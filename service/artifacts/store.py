@@ -183,6 +183,14 @@ class ArtifactStore(ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under the folder ``prefix`` (not a bare string prefix); returns how many."""
 
+    def list_partial(self, prefix: str) -> list[str]:
+        """Store-relative names of unfinished writes under the folder ``prefix`` (what a process killed mid-write
+        leaves), sorted. None by default: a store whose unfinished uploads are never visible has none to list."""
+        return []
+
+    def delete_partial(self, name: str) -> None:
+        """Remove one unfinished write named by ``list_partial``; no error if it is already gone."""
+
     @abstractmethod
     def _open_read(self, key: str) -> AbstractContextManager[BinaryIO]:
         """A readable stream over the whole object; NotFound if absent, StorageError on I/O failure."""

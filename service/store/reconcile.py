@@ -297,18 +297,20 @@ def _finish_left_over_work(ctx: Context, study: _Study, rows: list[Any]) -> None
 
 def collect_orphan_objects(ctx: Context, study_id: str, repairs: Repairs | None = None) -> list[str]:
     """Delete the objects under the study's trials/ folder that no row names and no live lease may still
-    record. The listing comes before the rows are read, so an object uploaded meanwhile is never judged on
-    rows older than it. Only the rows of the trials the objects belong to are read (an object is written under
-    its own trial's number): O(objects kept), which retention keeps small."""
+    record, and the unfinished writes of attempts that are no longer live (a worker killed mid-upload). The
+    listing comes before the rows are read, so an object uploaded meanwhile is never judged on rows older than
+    it. Only the rows of the trials the objects belong to are read (an object is written under its own trial's
+    number): O(objects kept), which retention keeps small."""
     prefix = f"{retention.study_prefix(study_id)}trials"
     try:
         keys = ctx.artifacts.list_keys(prefix)
+        partial = ctx.artifacts.list_partial(prefix)  # writes cut short (a worker killed mid-upload)
     except StorageError as exc:
         log.warning("study %s: cannot list artifacts (%s); orphans are collected later", study_id, exc.message)
         return []
-    if not keys:
+    if not keys and not partial:
         return []
-    numbers = {_trial_number(study_id, k) for k in keys}
+    numbers = {_trial_number(study_id, k) for k in keys} | {_trial_number(study_id, k) for k in partial}
     with session_scope(ctx.sessions) as s:
         if None in numbers:  # an object outside the attempt layout: any row may name it
             rows = s.execute(text("SELECT number, state, lease_token, resume_key, checkpoint_key FROM trials "
@@ -334,6 +336,16 @@ def collect_orphan_objects(ctx: Context, study_id: str, repairs: Repairs | None 
             log.warning("study %s: cannot delete orphan %s (%s)", study_id, key, exc.message)
             continue
         deleted.append(key)
+    for name in partial:
+        owner = retention.attempt_of(study_id, name)
+        if owner is None or owner in live:
+            continue  # a live attempt's write in progress (or one outside the attempt layout: left alone)
+        try:
+            ctx.artifacts.delete_partial(name)
+        except StorageError as exc:
+            log.warning("study %s: cannot delete unfinished write %s (%s)", study_id, name, exc.message)
+            continue
+        deleted.append(name)
     if deleted:
         log.info("study %s: deleted %d object(s) of dead or stale attempts", study_id, len(deleted))
         if repairs is not None:
