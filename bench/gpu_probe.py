@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import queue
 import random
@@ -189,10 +190,10 @@ class ProbeHooks:
             self._sync()
             self.last = (time.perf_counter(), examples_seen)
 
-    def checkpoint_due(self) -> bool:
-        return False
+    def checkpoint_interval(self) -> float:
+        return math.inf  # the probe measures training: no resumable checkpoint unless interrupted (never)
 
-    def save_checkpoint(self, folder: Path, examples_seen: int) -> None:
+    def save_checkpoint(self, folder: Path, examples_seen: int, abandon: threading.Event) -> None:
         return None
 
     def interrupted(self) -> bool:

@@ -42,7 +42,7 @@ def test_every_dtype_and_shape_comes_back_the_same(dtype: torch.dtype) -> None:
         assert copy.is_contiguous() and (live.numel() == 0 or copy.data_ptr() != live.data_ptr())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU (needs CUDA)")
 def test_from_a_gpu_into_pinned_host_memory() -> None:
     live = optimizer_like("cuda")
     copier = _HostCopier()

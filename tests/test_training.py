@@ -205,7 +205,7 @@ def test_bf16_trains_under_autocast_and_checkpoints_float32(prepared: PreparedSt
     linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     try:
         setup.trainer.train()
-        setup.callback.finish_uploads()
+        setup.callback.finish_checkpoints()
     finally:
         setup.callback.release()
     assert setup.trainer.args.bf16 and dtypes[0] == torch.bfloat16  # the training steps: autocast
